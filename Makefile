@@ -1,0 +1,35 @@
+# The two commands of the README. Both create or refresh .venv and install everything.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PIP     := $(BIN)/python -m pip
+STAMP   := $(VENV)/.afpbench-installed
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: demo test check install clean
+
+install: $(STAMP)
+
+# torch first and pinned (the CPU wheel); torchattacks without its deps, because they
+# include torchvision, whose only matching wheel breaks torch and transformers imports.
+$(STAMP): pyproject.toml constraints.txt Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[ml,dev]'
+	$(PIP) install -q -c constraints.txt --no-deps torchattacks==3.5.1 open_clip_torch==3.3.0
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/afpbench demo --out demo-out
+
+check: $(STAMP)
+	$(BIN)/afpbench demo --check --out demo-out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+clean:
+	rm -rf $(VENV) demo-out
