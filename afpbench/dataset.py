@@ -323,6 +323,15 @@ class DatasetWriter:
             self._done = done
         return self._done | {r["id"] for r in self._rows}
 
+    def partial_column(self, name: str) -> list[Any]:
+        """One column of every row already in the partial parts (resume bookkeeping)."""
+        self.open()
+        out: list[Any] = []
+        for part in sorted((self.partial_dir / "parts").glob("part-*.arrow")):
+            with pa.memory_map(str(part)) as src:
+                out.extend(ipc.open_file(src).read_all().column(name).to_pylist())
+        return out
+
     def add(self, row: dict[str, Any], index: int | None = None) -> None:
         self.open()
         self._rows.append(row)
@@ -370,7 +379,8 @@ class DatasetWriter:
         rejects: list[dict[str, str]] = []
         for rj in sorted(parts_dir.glob("part-*.rejects.json")):
             rejects.extend(json.loads(rj.read_text()))
-        rejects.sort(key=lambda r: (r["input"], r["reason"]))
+        # A resumed run re-checks inputs it had rejected before: keep each reject once.
+        rejects = [dict(t) for t in sorted({(("input", r["input"]), ("reason", r["reason"])) for r in rejects})]
         if not part_files:
             raise DatasetError(
                 f"No image could be added to '{self.name}' ({len(rejects)} input(s) rejected); nothing was written. "

@@ -1,0 +1,43 @@
+"""Tables for ``afpbench list`` (kept free of torch so listing is instant)."""
+
+from __future__ import annotations
+
+from afpbench import catalog
+
+
+def listing_rows(what: str, profile: str = "v3") -> tuple[list[str], list[list[str]]]:
+    if what == "datasets":
+        recs = catalog.recipes()
+        if profile == "all":
+            entries = [(n, r.role) for n, r in recs.items()]
+        else:
+            entries = [(e.name, e.role) for e in catalog.get_profile(profile).sets]
+        headers = ["name", "paper name", "class", "role", "family", "how", "count", "generator"]
+        rows = []
+        for name, role in entries:
+            r = recs[name]
+            rows.append([name, r.paper_name, r.label, role, r.family, r.acquisition, str(r.count.value), r.generator or "-"])
+        return headers, rows
+    if what == "generators":
+        headers = ["name", "backend", "pipeline", "model id", "dtype", "license"]
+        return headers, [[g.name, g.backend, g.pipeline or "-", g.model_id or "(supplied by user)", g.dtype, g.license] for g in catalog.generators().values()]
+    if what == "profiles":
+        headers = ["name", "sets", "held-out", "description"]
+        return headers, [[p.name, str(len(p.sets)), str(len(p.held_out())), p.description] for p in catalog.profiles().values()]
+    if what == "detectors":
+        from afpbench.registry import DETECTORS
+
+        try:  # registering the bundled detectors is lazy: no torch import here
+            import afpbench.detectors  # noqa: F401
+        except ImportError:
+            pass
+        return ["name", "implemented by"], [[n, DETECTORS.target(n) or "(registered)"] for n in DETECTORS.names()]
+    raise ValueError(what)
+
+
+def render_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*headers), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*r) for r in rows]
+    return "\n".join(line.rstrip() for line in lines) + f"\n({len(rows)} rows)"

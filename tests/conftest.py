@@ -1,0 +1,38 @@
+"""Shared test setup: offline, deterministic, and real photos instead of noise."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Tests never reach a hub; set before any HF library is imported.
+for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ[key] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+sys.path.insert(0, str(Path(__file__).parent))
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def photos():
+    """The bundled real photos as (name, RGB PIL image)."""
+    from afpbench.sources.photos import photo_images
+
+    return photo_images()
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m afpbench ARGS`` as a user would (separate process, real exit code)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "afpbench", *args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout)
+
+
+@pytest.fixture
+def cli():
+    return run_cli

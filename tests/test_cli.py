@@ -1,0 +1,104 @@
+"""The command line: list (without torch), verify, push, env, error conventions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import run_cli
+
+from afpbench.dataset import write_images
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, photos):
+    out = tmp_path_factory.mktemp("cli")
+    return write_images(out, "photos", [img.resize((40, 40)) for _, img in photos[:4]], 0)
+
+
+def test_list_datasets_prints_the_23_v3_sets_with_their_facts():
+    res = run_cli("list", "datasets")
+    assert res.returncode == 0
+    assert "(23 rows)" in res.stdout
+    header = res.stdout.splitlines()[0].split()
+    assert header[:3] == ["name", "paper", "name"] and "role" in header and "count" in header
+    line = next(line for line in res.stdout.splitlines() if line.startswith("sd3 "))
+    assert "fake" in line and "held-in" in line and "regenerate" in line and "3000" in line
+    assert "import" in next(line for line in res.stdout.splitlines() if line.startswith("dalle3 "))
+
+
+def test_list_v1_profile_and_generators_and_json():
+    v1 = run_cli("list", "datasets", "--profile", "v1", "--json")
+    rows = json.loads(v1.stdout)
+    assert len(rows) == 16 and "lte" in [r["name"] for r in rows]
+    assert next(r for r in rows if r["name"] == "sd2")["role"] == "held-in"
+    gens = run_cli("list", "generators")
+    assert "sd3-medium" in gens.stdout and "StableDiffusion3Pipeline" in gens.stdout and "(15 rows)" in gens.stdout
+
+
+def test_list_does_not_import_torch():
+    code = "import sys; from afpbench.cli import main\ntry:\n main(['list', 'datasets'])\nexcept SystemExit: pass\nprint('TORCH' if 'torch' in sys.modules else 'NOTORCH')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip().endswith("NOTORCH"), out.stdout[-200:]
+
+
+def test_unknown_command_and_profile_suggest_the_nearest():
+    res = run_cli("lsit")
+    assert res.returncode == 2 and "Did you mean: list" in res.stderr
+    res = run_cli("list", "datasets", "--profile", "v33")
+    assert res.returncode == 2 and res.stderr.startswith("error: Unknown profile 'v33'") and "v3" in res.stderr
+
+
+def test_verify_ok_and_bad_exit_codes(dataset, tmp_path):
+    ok = run_cli("verify", str(dataset))
+    assert ok.returncode == 0 and ok.stdout.startswith("ok")
+    bad = tmp_path / "photos"
+    shutil.copytree(dataset, bad)
+    shard = next((bad / "data").glob("*.parquet"))
+    raw = bytearray(shard.read_bytes())
+    raw[100] ^= 1
+    shard.write_bytes(bytes(raw))
+    res = run_cli("verify", str(bad))
+    assert res.returncode == 1 and shard.name in res.stderr
+    missing = run_cli("verify", str(tmp_path / "none"))
+    assert missing.returncode == 2 and "manifest.json" in missing.stderr
+
+
+def test_push_dry_run_lists_files_and_validates_card(dataset):
+    res = run_cli("push", str(dataset), "--repo-id", "my-lab/afpbench-photos", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "README.md" in res.stdout and "manifest.json" in res.stdout and "data/test-00000-of-00001.parquet" in res.stdout
+    assert "card: valid" in res.stdout and "my-lab/afpbench-photos" in res.stdout
+
+
+def test_push_refuses_bad_card_and_bad_repo_id(dataset, tmp_path):
+    bad = tmp_path / "photos"
+    shutil.copytree(dataset, bad)
+    (bad / "README.md").write_text("no front matter here\n")
+    res = run_cli("push", str(bad), "--repo-id", "lab/x", "--dry-run")
+    assert res.returncode == 2 and "front matter" in res.stderr
+    res = run_cli("push", str(dataset), "--repo-id", "no-owner", "--dry-run")
+    assert res.returncode == 2 and "ORG/NAME" in res.stderr
+
+
+def test_push_offline_fails_at_once_with_one_line(dataset):
+    res = run_cli("push", str(dataset), "--repo-id", "my-lab/afpbench-photos", env={"HF_HUB_OFFLINE": "1"}, timeout=30)
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "offline" in res.stderr and "--dry-run" in res.stderr
+
+
+def test_push_without_login_names_the_fix(dataset, tmp_path):
+    res = run_cli("push", str(dataset), "--repo-id", "my-lab/afpbench-photos",
+                  env={"HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf"), "HF_TOKEN": ""}, timeout=30)
+    assert res.returncode == 2 and "hf auth login" in res.stderr
+
+
+def test_env_prints_versions():
+    res = run_cli("env")
+    assert res.returncode == 0
+    for key in ("python", "torch", "diffusers", "transformers", "datasets", "accelerate", "cuda available"):
+        assert key in res.stdout
+    assert "2.13.0" in res.stdout
