@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import random
+import shutil
 import tarfile
 import zipfile
 from collections import Counter
@@ -81,30 +82,47 @@ def _is_hf_on_disk(path: Path) -> bool:
     return path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists())
 
 
-def iter_inputs(source: Path) -> Iterator[InputFile]:
-    """Every file of ``source`` in a fixed (sorted) order."""
+def iter_inputs(source: Path, scratch: Path | None = None) -> Iterator[InputFile]:
+    """Every file of ``source`` in a fixed (sorted) order; bytes are read lazily.
+
+    A compressed tar cannot be read in random order without re-decompressing from the
+    start, so it is first unpacked, streaming, into ``scratch`` (disk, not memory).
+    """
     if not source.exists():
         raise AfpbenchError(f"Input {source} does not exist; pass an existing folder, .tar/.tar.gz/.zip archive or saved HF dataset with --from.")
     if _is_hf_on_disk(source):
         yield from _iter_hf(source)
     elif source.is_dir():
-        for p in sorted(q for q in source.rglob("*") if q.is_file()):
-            yield InputFile(p.relative_to(source).as_posix(), p.read_bytes)
+        yield from _iter_folder(source)
     elif source.suffix.lower() == ".zip":
         zf = zipfile.ZipFile(source)
         for info in sorted(zf.infolist(), key=lambda i: i.filename):
             if not info.is_dir():
                 yield InputFile(info.filename, (lambda i=info: zf.read(i)))
     elif tarfile.is_tarfile(source):
-        # Read members in archive order (sequential access is fast for .tar.gz) but
-        # yield them sorted so the import does not depend on how the archive was packed.
-        with tarfile.open(source) as tf:
-            members = sorted((m for m in tf.getmembers() if m.isfile()), key=lambda m: m.name)
-            for m in members:
-                data = tf.extractfile(m).read()
-                yield InputFile(m.name, (lambda d=data: d))
+        with open(source, "rb") as fh:
+            compressed = fh.read(3)[:2] in (b"\x1f\x8b", b"BZ") or source.suffix.lower() in (".xz", ".txz")
+        if compressed:
+            target = (scratch or source.parent / f".{source.name}.afpbench-extract") / "unpacked"
+            done = target.parent / "complete"
+            if not done.exists():
+                shutil.rmtree(target, ignore_errors=True)
+                target.mkdir(parents=True)
+                with tarfile.open(source) as tf:
+                    tf.extractall(target, filter="data")  # "data" refuses links and paths escaping the folder
+                done.write_text("ok")
+            yield from _iter_folder(target)
+        else:
+            tf = tarfile.open(source)
+            for m in sorted((m for m in tf.getmembers() if m.isfile()), key=lambda m: m.name):
+                yield InputFile(m.name, (lambda m=m: tf.extractfile(m).read()))
     else:
         raise AfpbenchError(f"{source} is neither a folder, a .tar/.tar.gz/.zip archive nor a saved HF dataset; convert it to one of those.")
+
+
+def _iter_folder(root: Path) -> Iterator[InputFile]:
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        yield InputFile(p.relative_to(root).as_posix(), p.read_bytes)
 
 
 def _iter_hf(path: Path) -> Iterator[InputFile]:
@@ -226,8 +244,9 @@ def import_set(cfg: ImportConfig, files: list[InputFile] | None = None) -> Impor
     """Import ``cfg.source`` (or the given ``files``) as the set ``cfg.name``."""
     assert cfg.name
     label, family, info = _label_of(cfg.name, cfg.label)
+    own_scratch = files is None
     if files is None:
-        files = list(iter_inputs(cfg.source))
+        files = list(iter_inputs(cfg.source, _scratch(cfg)))
     if not files:
         raise AfpbenchError(f"{cfg.source} holds no files; point --from at the folder or archive with the images.")
     images = [f for f in files if _has_image_ext(f)]
@@ -306,12 +325,27 @@ def import_set(cfg: ImportConfig, files: list[InputFile] | None = None) -> Impor
         why = ", ".join(f"{n} {r}" for r, n in local_reasons.most_common()) or "all rejected"
         raise AfpbenchError(f"None of the {len(files)} file(s) in {cfg.source} could be imported ({why}); nothing was written.")
     manifest = writer.finalize()
+    if own_scratch:
+        _drop_scratch(cfg)
     reasons = Counter(_reason_kind(r["reason"]) for r in manifest["rejects"])
     # Count conversions from the final rows, so a resumed import reports all of them.
     from afpbench.dataset import open_dataset
 
     conv = sum(1 for m in open_dataset(cfg.out / cfg.name).column("meta") if "converted_from" in m)
     return ImportSummary(cfg.name, cfg.out / cfg.name, manifest["num_rows"], conv, len(manifest["rejects"]), dict(reasons))
+
+
+def _scratch(cfg: ImportConfig) -> Path:
+    return cfg.out / ".afpbench-partial" / f"extract-{cfg.source.name}"
+
+
+def _drop_scratch(cfg: ImportConfig) -> None:
+    scratch = _scratch(cfg)
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        scratch.parent.rmdir()  # only when no partial build is left in it
+    except OSError:
+        pass
 
 
 def _reason_kind(reason: str) -> str:
@@ -344,7 +378,7 @@ def split_archive(files: list[InputFile]) -> tuple[dict[str, list[InputFile]], l
 
 
 def import_archive(cfg: ImportConfig) -> list[ImportSummary]:
-    files = list(iter_inputs(cfg.source))
+    files = list(iter_inputs(cfg.source, _scratch(cfg)))
     groups, unknown = split_archive(files)
     if not groups:
         raise AfpbenchError(
@@ -354,6 +388,7 @@ def import_archive(cfg: ImportConfig) -> list[ImportSummary]:
     for name in sorted(groups):
         sub = ImportConfig(**{**cfg.__dict__, "name": name})
         out.append(import_set(sub, groups[name]))
+    _drop_scratch(cfg)
     if unknown:
         # Files outside every set folder are reported, not silently skipped.
         (cfg.out / "import-unmatched.json").write_text(json.dumps([f.relpath for f in unknown], indent=1))
