@@ -41,3 +41,39 @@ def render_table(headers: list[str], rows: list[list[str]]) -> str:
     lines = [fmt.format(*headers), fmt.format(*("-" * w for w in widths))]
     lines += [fmt.format(*r) for r in rows]
     return "\n".join(line.rstrip() for line in lines) + f"\n({len(rows)} rows)"
+
+
+def markdown_catalog_table(profile: str = "v3") -> str:
+    """The sets of a profile as the Markdown table BENCHMARK.md carries (kept in sync by a test)."""
+    prof = catalog.get_profile(profile)
+    lines = [
+        "| # | name | paper name | class | role | family | how | count | generator / source | afpbench choices |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for i, e in enumerate(prof.sets, 1):
+        r = catalog.get_recipe(e.name)
+        g = catalog.get_generator(r.generator) if r.generator else None
+        if g is None:
+            src = r.source.note or r.source.kind
+        elif g.model_id:
+            src = f"`{g.model_id}`"
+        else:
+            src = f"{g.name} (network supplied by the user)"
+        choices = ", ".join(sorted(r.choices())) or "-"
+        lines.append(f"| {i} | `{r.name}` | {r.paper_name} | {r.label} | {e.role} | {r.family} | {r.acquisition} | {r.count.value} | {src} | {choices} |")
+    return "\n".join(lines)
+
+
+def _sync_benchmark_md(path: str = "BENCHMARK.md") -> None:
+    """Rewrite the catalog tables of BENCHMARK.md from the recipes."""
+    import re
+
+    text = open(path).read()
+    for prof in ("v3", "v1"):
+        start, end = f"<!-- catalog-table:{prof}:start -->", f"<!-- catalog-table:{prof}:end -->"
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _m: f"{start}\n{markdown_catalog_table(prof)}\n{end}", text, flags=re.S)
+    open(path, "w").write(text)
+
+
+if __name__ == "__main__":
+    _sync_benchmark_md()

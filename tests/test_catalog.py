@@ -142,3 +142,15 @@ def test_catalog_ships_in_the_wheel_and_list_works_from_anywhere(tmp_path):
     assert "playground_v25" in out.stdout and "(23 rows)" in out.stdout
     assert str(target) in subprocess.run([sys.executable, "-c", "import afpbench.catalog as c; print(c.catalog_root())"],
                                          capture_output=True, text=True, cwd=tmp_path, env=env).stdout
+
+
+@pytest.mark.parametrize("profile", ["v3", "v1"])
+def test_benchmark_md_table_matches_the_catalog(profile):
+    from tests_support import REPO_ROOT
+
+    from afpbench.listing import markdown_catalog_table
+
+    text = (REPO_ROOT / "BENCHMARK.md").read_text()
+    start = text.index(f"<!-- catalog-table:{profile}:start -->") + len(f"<!-- catalog-table:{profile}:start -->")
+    end = text.index(f"<!-- catalog-table:{profile}:end -->")
+    assert text[start:end].strip() == markdown_catalog_table(profile), "regenerate BENCHMARK.md's table: python -m afpbench.listing"
