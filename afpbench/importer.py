@@ -20,6 +20,7 @@ import json
 import random
 import shutil
 import tarfile
+import threading
 import zipfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -114,8 +115,14 @@ def iter_inputs(source: Path, scratch: Path | None = None) -> Iterator[InputFile
             yield from _iter_folder(target)
         else:
             tf = tarfile.open(source)
+            lock = threading.Lock()  # one file handle: the checking threads must take turns
+
+            def read(m: tarfile.TarInfo) -> bytes:
+                with lock:
+                    return tf.extractfile(m).read()
+
             for m in sorted((m for m in tf.getmembers() if m.isfile()), key=lambda m: m.name):
-                yield InputFile(m.name, (lambda m=m: tf.extractfile(m).read()))
+                yield InputFile(m.name, (lambda m=m: read(m)))
     else:
         raise AfpbenchError(f"{source} is neither a folder, a .tar/.tar.gz/.zip archive nor a saved HF dataset; convert it to one of those.")
 

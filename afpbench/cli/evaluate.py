@@ -1,0 +1,76 @@
+"""``afpbench evaluate``: score detectors on sets, write predictions and results files."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from afpbench.errors import AfpbenchError
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _roles(value: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in _csv(value) or []:
+        name, sep, role = item.partition("=")
+        if not sep:
+            raise AfpbenchError(f"--roles entry '{item}' is not SET=ROLE; write e.g. --roles mine=held-out.")
+        out[name] = role
+    return out
+
+
+@click.command("evaluate")
+@click.option("--detector", "detectors", multiple=True, required=True, help="Detector name[.tag]; repeat to score several in one pass.")
+@click.option("--weights", multiple=True, help="Weights for the detectors, in order ('none' skips one).")
+@click.option("--data", multiple=True, required=True, type=click.Path(), help="Folder holding one folder per set; may repeat.")
+@click.option("--datasets", help="Comma-separated sets to evaluate (default: the profile's, else every folder found).")
+@click.option("--profile", help="Benchmark profile: v3 or v1 (sets and held-in/held-out roles).")
+@click.option("--perturb", multiple=True, help="Robustness suite (jpeg:Q, blur:S, resize:F, crop:N, noise:S, social, none); may repeat.")
+@click.option("--perturb-seed", default=0, show_default=True, help="Seed of the perturbation suites.")
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--dtype", default=None, help="fp32, fp16 or bf16 (default: the detector's).")
+@click.option("--limit", type=int, default=None, help="Only the first N rows of each set (results cannot be published).")
+@click.option("--out", default="results", show_default=True, type=click.Path(), help="Results folder.")
+@click.option("--real-pool", help="Comma-separated real sets paired with every fake set (default: held-out real sets).")
+@click.option("--calibrate-on", help="Comma-separated sets to calibrate the threshold on (never test sets).")
+@click.option("--roles", help="SET=ROLE,... overriding the catalog (held-in/held-out).")
+@click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples of every confidence interval.")
+@click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--num-workers", type=int, default=None, help="DataLoader workers (default: spare cores, max 4).")
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Reuse cached scores of an earlier (killed) run.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def command(detectors, weights, data, datasets, profile, perturb, perturb_seed, batch_size, device, dtype, limit, out, real_pool, calibrate_on, roles, bootstrap, seed, num_workers, resume, progress):
+    """Evaluate detectors on test sets; writes <out>/<detector>/predictions/*.parquet and results.json."""
+    from pathlib import Path
+
+    from afpbench.harness import DetectorSpec, EvalConfig, evaluate, process_state
+    from afpbench.results import load_results
+
+    if len(weights) > len(detectors):
+        raise AfpbenchError(f"{len(weights)} --weights for {len(detectors)} --detector; give at most one --weights per detector, in order.")
+    w = [None if (x or "").lower() in ("", "none", "-") else x for x in weights] + [None] * (len(detectors) - len(weights))
+    cfg = EvalConfig(
+        detectors=[DetectorSpec(d, x) for d, x in zip(detectors, w)], data=[Path(d) for d in data], datasets=_csv(datasets), profile=profile,
+        perturb=list(perturb) or [None], perturb_seed=perturb_seed, out=Path(out), batch_size=batch_size, device=device, dtype=dtype,
+        limit=limit, roles=_roles(roles), real_pool=_csv(real_pool), calibrate_on=_csv(calibrate_on) or [], bootstrap=bootstrap, seed=seed,
+        num_workers=num_workers, resume=resume, progress=progress, command=["afpbench", *sys.argv[1:]],
+    )
+    paths = evaluate(cfg)
+    state = process_state()
+    if getattr(state, "is_main_process", True):
+        for p in paths:
+            r = load_results(p)
+            a = r.metrics.averages
+            fmt = lambda m: f"{100 * m.value:.2f}" if m and m.value is not None else "-"  # noqa: E731
+            ips = f"{r.run.images_per_second:.1f} img/s" if r.run.images_per_second else "all cached"
+            click.echo(f"{p}: average {fmt(a.all)} (held-out {fmt(a.held_out)}), {ips}")
+    if getattr(state, "distributed", False):
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()

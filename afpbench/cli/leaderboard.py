@@ -1,0 +1,18 @@
+"""``afpbench leaderboard``: results files -> leaderboard.json, leaderboard.md, index.html."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("leaderboard")
+@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.option("--out", default="site", show_default=True, type=click.Path(), help="Folder for the site.")
+@click.option("--profile", default=None, help="Profile the results must belong to (v3, v1); default: theirs.")
+@click.option("--reported/--no-reported", default=True, show_default=True, help="Add the paper's reported rows (marked 'reported').")
+def command(results, out, profile, reported):
+    """Build the leaderboard (JSON, Markdown, HTML with plots) from results files."""
+    from afpbench.leaderboard import build_site
+
+    path = build_site(list(results), out, profile=profile, reported=reported)
+    click.echo(f"wrote {path.parent / 'index.html'}, {path.parent / 'leaderboard.md'} and {path}")

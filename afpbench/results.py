@@ -1,0 +1,505 @@
+"""Results and leaderboard files: versioned pydantic models, predictions I/O, metrics.
+
+A results file (``<results>/<detector[.tag]>[@<perturbation>]/results.json``) holds one
+detector's numbers on a list of sets with everything needed to trust and reproduce them:
+versions, git commit, environment, weights hash, dataset fingerprints, threshold policy,
+perturbation, bootstrap settings, throughput and the hashes of the per-image predictions
+it was computed from. ``afpbench score`` recomputes the metrics from those predictions
+alone (:func:`compute_metrics` is the one code path for both).
+
+Every model has ``schema_version`` first; readers refuse files written by a newer
+schema. The JSON Schema files are exported into ``afpbench/schemas/`` (shipped in the
+wheel) and ``docs/schemas/`` by :func:`export_schemas`. Only pydantic and numpy are
+imported at module level (pyarrow inside the predictions functions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from afpbench.errors import AfpbenchError
+
+#: Bump on any incompatible change to the results or leaderboard JSON.
+SCHEMA_VERSION = 1
+#: Key of the afpbench metadata stored in each predictions parquet file.
+PREDICTIONS_META_KEY = b"afpbench"
+SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- shared pieces ------------------------------------------------------------------------
+class Metric(_Model):
+    """A number with its bootstrap confidence interval (fractions in [0, 1] for rates)."""
+
+    value: float | None = Field(description="Point estimate on the evaluated images (null when undefined).")
+    ci_low: float | None = Field(None, description="Lower end of the bootstrap confidence interval.")
+    ci_high: float | None = Field(None, description="Upper end of the bootstrap confidence interval.")
+
+    @classmethod
+    def of(cls, est: Any) -> "Metric | None":
+        """From an ``afpbench.metrics.Estimate`` (NaN becomes null: JSON has no NaN)."""
+        if est is None:
+            return None
+
+        def clean(x: float) -> float | None:
+            return None if x is None or not math.isfinite(x) else float(x)
+
+        return cls(value=clean(est.value), ci_low=clean(est.ci_low), ci_high=clean(est.ci_high))
+
+
+class GitInfo(_Model):
+    """Source revision of the afpbench that wrote the file."""
+
+    commit: str | None = Field(None, description="Git commit of the afpbench checkout (null outside a git checkout).")
+    dirty: bool | None = Field(None, description="True when the checkout had uncommitted changes.")
+
+
+class Environment(_Model):
+    """Library versions and hardware the numbers were produced with."""
+
+    python: str = Field(description="Python version.")
+    platform: str = Field(description="Operating system and machine.")
+    numpy: str | None = Field(None, description="numpy version.")
+    torch: str | None = Field(None, description="torch version (null if not installed).")
+    transformers: str | None = Field(None, description="transformers version.")
+    diffusers: str | None = Field(None, description="diffusers version.")
+    datasets: str | None = Field(None, description="datasets version.")
+    accelerate: str | None = Field(None, description="accelerate version.")
+    cuda: str | None = Field(None, description="CUDA version torch was built with (null for CPU builds).")
+    gpu_name: str | None = Field(None, description="Name of the GPU used (null on CPU).")
+
+
+class DetectorInfo(_Model):
+    """Which detector produced the scores, with which weights."""
+
+    name: str = Field(description="Registered detector name.")
+    tag: str | None = Field(None, description="Weight variant tag (the part after the dot), if any.")
+    full_name: str = Field(description="name[.tag], as given to --detector.")
+    arguments: dict[str, Any] = Field(default_factory=dict, description="The detector's construction arguments.")
+    weights: str | None = Field(None, description="Weights path or reference given by the user, if any.")
+    weights_sha256: str | None = Field(None, description="sha256 of the weights actually loaded (null for weightless detectors).")
+    card: dict[str, Any] | None = Field(None, description="The detector's card (paper, license, notes), when it provides one.")
+
+
+class PerturbationInfo(_Model):
+    """A robustness perturbation applied before preprocessing (an afpbench extension)."""
+
+    name: str = Field(description="Suite name (e.g. 'social') or the canonical spec.")
+    spec: str = Field(description="Canonical chain of operations, e.g. 'resize:0.5+jpeg:75'.")
+    seed: int = Field(description="Suite seed; each image's seed derives from it and the row id.")
+    ops: list[dict[str, Any]] = Field(description="The operations in order, each {kind, param}.")
+    extension: bool = Field(True, description="Always true: the paper has no robustness experiments.")
+
+
+class ThresholdPolicy(_Model):
+    """How scores became real/fake predictions (pred = score >= value)."""
+
+    kind: Literal["fixed", "calibrated"] = Field(description="fixed: the detector's rule or 0.5; calibrated: chosen on calibration sets.")
+    value: float = Field(description="The threshold applied to P(fake).")
+    source: str = Field(description="Where the threshold comes from (the detector's natural rule, a default, or the calibration criterion).")
+    calibration_sets: list[str] = Field(default_factory=list, description="Sets the threshold was calibrated on (never a test set).")
+
+
+class BootstrapInfo(_Model):
+    """Settings of the bootstrap confidence intervals."""
+
+    n_resamples: int = Field(description="Number of bootstrap resamples.")
+    seed: int = Field(description="Seed of the resampling streams.")
+    confidence: float = Field(description="Confidence level of the intervals (0.95 = 95%).")
+
+
+class PredictionsFileInfo(_Model):
+    """A per-image predictions file (parquet: id, label, score, pred)."""
+
+    path: str = Field(description="Path relative to the results file.")
+    sha256: str = Field(description="sha256 of the file's bytes.")
+    rows: int = Field(description="Number of predictions in the file.")
+
+
+class DatasetInfo(_Model):
+    """One evaluated set, pinned by its fingerprint."""
+
+    name: str = Field(description="Set name.")
+    role: Literal["held-in", "held-out", "calibration"] = Field(description="Role in the profile; calibration sets only set the threshold.")
+    label: Literal["real", "fake", "mixed"] = Field(description="Class of the set's images (the benchmark's sets are single-class).")
+    family: str | None = Field(None, description="Generator family (text-to-image, GAN, inpainting, ...).")
+    recipe_name: str | None = Field(None, description="Recipe the set was built from.")
+    recipe_version: int | None = Field(None, description="Recipe version the set was built from.")
+    fingerprint: str = Field(description="Dataset fingerprint from its manifest.")
+    rows_total: int = Field(description="Rows in the dataset.")
+    rows_evaluated: int = Field(description="Rows evaluated (less than rows_total only with --limit).")
+    predictions: PredictionsFileInfo = Field(description="The per-image predictions of this set.")
+
+
+class RunInfo(_Model):
+    """How the evaluation ran: device, batching, throughput, memory."""
+
+    device: str = Field(description="torch device the detector ran on.")
+    dtype: str | None = Field(None, description="Compute dtype requested for the detector (null = its default).")
+    batch_size: int = Field(description="Images per batch.")
+    num_processes: int = Field(description="Processes the rows were sharded across (accelerate / torchrun).")
+    num_workers: int = Field(description="DataLoader workers decoding and preprocessing images, per process.")
+    torch_threads: int | None = Field(None, description="torch intra-op threads the main process scored with (CPU: cores left by the workers).")
+    detectors_in_pass: int = Field(description="Detectors scored in the same pass over the images (they share decoding).")
+    limit: int | None = Field(None, description="--limit: rows per set evaluated; results with a limit cannot be published.")
+    rows_scored: int = Field(description="Images scored in this run (rows already cached are not counted).")
+    rows_per_process: list[int] = Field(default_factory=list, description="Images scored by each process, by process index (the shard sizes).")
+    rows_cached: int = Field(description="Images whose predictions came from the resume cache.")
+    wall_seconds: float = Field(description="Wall time of the scoring pass (all detectors of the pass).")
+    images_per_second: float | None = Field(None, description="rows_scored / wall_seconds, end to end (read, decode, preprocess, score, write), all processes.")
+    score_seconds: float = Field(description="Seconds spent inside this detector's score() (summed over processes).")
+    peak_rss_bytes: int | None = Field(None, description="Peak resident memory of the main evaluation process.")
+    peak_gpu_memory_bytes: int | None = Field(None, description="Peak GPU memory allocated by torch (null on CPU).")
+
+
+class SetMetrics(_Model):
+    """The paper's per-set accuracy."""
+
+    label: Literal["real", "fake", "mixed"] = Field(description="Class of the set.")
+    n: int = Field(description="Images evaluated.")
+    accuracy: Metric = Field(description="Fraction of images predicted as their label (real sets: called real; fake sets: called fake).")
+
+
+class Averages(_Model):
+    """The paper's averages of per-set accuracy."""
+
+    all: Metric | None = Field(description="Plain mean over every evaluated test set.")
+    held_out: Metric | None = Field(description="Plain mean over the held-out sets (null when none).")
+    n_sets: int = Field(description="Sets in the 'all' mean.")
+    n_held_out: int = Field(description="Sets in the 'held_out' mean.")
+
+
+class PairResult(_Model):
+    """Threshold-free metrics of one fake set against a real pool."""
+
+    fake: str = Field(description="The fake set (or a mixed set scored on its own).")
+    real: list[str] = Field(description="The real sets pooled against it (empty for a mixed set scored on its own).")
+    n_fake: int = Field(description="Fake images in the pair.")
+    n_real: int = Field(description="Real images in the pair.")
+    auc: Metric = Field(description="Area under the ROC curve (fake = positive).")
+    ap: Metric = Field(description="Average precision (fake = positive).")
+    eer: Metric = Field(description="Equal error rate (lower is better).")
+    tpr_at_fpr_1: Metric = Field(description="Best TPR among thresholds with FPR <= 1%.")
+    tpr_at_fpr_5: Metric = Field(description="Best TPR among thresholds with FPR <= 5%.")
+    balanced_accuracy: Metric = Field(description="Mean of TPR and TNR at the recorded threshold.")
+    oracle_balanced_accuracy: Metric = Field(description="ORACLE: best balanced accuracy with the threshold chosen on this pair itself; never the detector's accuracy.")
+
+
+class Pairing(_Model):
+    """How fake sets were paired with real images for threshold-free metrics."""
+
+    real_pool: list[str] = Field(description="Real sets pooled as the negatives of every pair.")
+    rule: str = Field(description="How the pool was chosen (explicit, or the default rule).")
+
+
+class MetricsBlock(_Model):
+    """All metrics of one results file."""
+
+    per_set: dict[str, SetMetrics] = Field(description="Per-set accuracy, keyed by set name.")
+    averages: Averages = Field(description="Means of the per-set accuracies.")
+    pairing: Pairing = Field(description="The real pool the fake sets were paired with.")
+    pairs: list[PairResult] = Field(description="Threshold-free metrics per fake set.")
+
+
+class ResultsFile(_Model):
+    """One detector (x perturbation) evaluated on a list of sets."""
+
+    schema_version: int = Field(SCHEMA_VERSION, description="Version of this schema; readers refuse newer versions.")
+    kind: Literal["afpbench.results"] = Field("afpbench.results", description="File type marker.")
+    created: str = Field(description="UTC time the file was written (ISO 8601).")
+    afpbench_version: str = Field(description="afpbench version that wrote the file.")
+    git: GitInfo = Field(description="Source revision of afpbench.")
+    command: list[str] | None = Field(None, description="Command line of the run, when run from the CLI.")
+    environment: Environment = Field(description="Library versions and hardware.")
+    detector: DetectorInfo = Field(description="The detector and its weights.")
+    profile: str | None = Field(None, description="Benchmark profile (v3, v1) or null for a custom list of sets.")
+    perturbation: PerturbationInfo | None = Field(None, description="Robustness perturbation applied (null = clean images).")
+    threshold: ThresholdPolicy = Field(description="How predictions were derived from scores.")
+    bootstrap: BootstrapInfo = Field(description="Bootstrap settings of every interval.")
+    run: RunInfo = Field(description="Device, batching, throughput and memory of the run.")
+    datasets: list[DatasetInfo] = Field(description="Test sets, in evaluation order.")
+    calibration: list[DatasetInfo] = Field(default_factory=list, description="Sets used only to calibrate the threshold.")
+    metrics: MetricsBlock = Field(description="Every metric, with confidence intervals.")
+
+
+# -- leaderboard ---------------------------------------------------------------------------
+class LeaderboardSet(_Model):
+    """A column of the leaderboard."""
+
+    name: str = Field(description="Set name.")
+    role: str = Field(description="held-in or held-out.")
+    label: str = Field(description="real, fake or mixed.")
+    family: str | None = Field(None, description="Generator family.")
+    recipe_version: int | None = Field(None, description="Recipe version of the measured data (null if only reported).")
+    fingerprint: str | None = Field(None, description="Fingerprint shared by every measured entry (null if only reported).")
+
+
+class LeaderboardEntry(_Model):
+    """A row: one detector (x perturbation), measured here or reported by the paper."""
+
+    detector: str = Field(description="Detector name[.tag], or the method's name in the paper's table.")
+    source: Literal["measured", "reported"] = Field(description="measured: computed by afpbench from predictions; reported: copied from the paper.")
+    perturbation: str | None = Field(None, description="Perturbation suite (null = clean images).")
+    per_set: dict[str, Metric] = Field(description="Per-set accuracy (fraction), keyed by set name.")
+    average_all: Metric | None = Field(description="Mean accuracy over all sets of the profile.")
+    average_held_out: Metric | None = Field(description="Mean accuracy over the held-out sets.")
+    families: dict[str, float] = Field(default_factory=dict, description="Mean accuracy per family of sets.")
+    pairs: dict[str, dict[str, Metric]] = Field(default_factory=dict, description="Threshold-free metrics per fake set (measured entries only).")
+    mean_auc: float | None = Field(None, description="Mean pair AUC over fake sets (measured entries only).")
+    threshold: str | None = Field(None, description="Threshold policy (kind and value) of a measured entry.")
+    weights_sha256: str | None = Field(None, description="Weights hash of a measured entry.")
+    results_file: str | None = Field(None, description="Results file of a measured entry (as given).")
+    results_sha256: str | None = Field(None, description="sha256 of that results file.")
+    images_per_second: float | None = Field(None, description="Throughput of the measured run.")
+    n_sets: int = Field(description="Sets this entry has a number for (fewer than the columns when partial).")
+
+
+class Leaderboard(_Model):
+    """The published leaderboard."""
+
+    schema_version: int = Field(SCHEMA_VERSION, description="Version of this schema; readers refuse newer versions.")
+    kind: Literal["afpbench.leaderboard"] = Field("afpbench.leaderboard", description="File type marker.")
+    created: str = Field(description="UTC time the leaderboard was built (ISO 8601).")
+    afpbench_version: str = Field(description="afpbench version that built it.")
+    profile: str | None = Field(None, description="Benchmark profile of every entry (null for custom sets).")
+    sets: list[LeaderboardSet] = Field(description="Columns, in profile order.")
+    suites: list[str] = Field(default_factory=list, description="Perturbation suites present (robustness column groups).")
+    entries: list[LeaderboardEntry] = Field(description="Rows; measured and reported rows are told apart by 'source'.")
+    notes: list[str] = Field(default_factory=list, description="Remarks shown with the table.")
+
+
+# -- reading and writing -------------------------------------------------------------------
+def _check_version(data: Any, path: Path, what: str) -> None:
+    if not isinstance(data, dict):
+        raise AfpbenchError(f"{path} is not a {what} file (expected a JSON object); pass a file written by afpbench.")
+    version = data.get("schema_version")
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise AfpbenchError(
+            f"{path} uses {what} schema version {version}, newer than this afpbench reads ({SCHEMA_VERSION}); upgrade afpbench."
+        )
+
+
+def _validate(model: type[BaseModel], data: Any, path: Path, what: str) -> Any:
+    _check_version(data, path, what)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise AfpbenchError(
+            f"{path} fails {what} schema validation at {where}: {first['msg']} ({exc.error_count()} error(s)); regenerate it with afpbench."
+        ) from None
+
+
+def _read_json(path: Path, what: str) -> Any:
+    path = Path(path)
+    if path.is_dir():
+        path = path / ("results.json" if what == "results" else "leaderboard.json")
+    if not path.is_file():
+        raise AfpbenchError(f"No {what} file at {path}; pass the path of a {what} JSON written by afpbench.")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise AfpbenchError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); regenerate it with afpbench.") from None
+
+
+def load_results(path: str | Path) -> ResultsFile:
+    """Read and validate a results file (a folder means its ``results.json``)."""
+    path = Path(path)
+    data = _read_json(path, "results")
+    return _validate(ResultsFile, data, path, "results")
+
+
+def load_leaderboard(path: str | Path) -> Leaderboard:
+    path = Path(path)
+    return _validate(Leaderboard, _read_json(path, "leaderboard"), path, "leaderboard")
+
+
+def dump_json(model: BaseModel, path: Path) -> Path:
+    """Write a model as indented JSON (atomically: a killed run never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(model.model_dump_json(indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schemas of the results and leaderboard files."""
+    out = {}
+    for name, model in (("results", ResultsFile), ("leaderboard", Leaderboard)):
+        schema = model.model_json_schema()
+        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"https://afpbench/schemas/{name}-v{SCHEMA_VERSION}.schema.json", **schema}
+        out[name] = schema
+    return out
+
+
+def export_schemas(*folders: str | Path) -> list[Path]:
+    """Write ``results.schema.json`` and ``leaderboard.schema.json`` into each folder."""
+    written = []
+    for folder in folders or (SCHEMAS_DIR,):
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, schema in schemas().items():
+            p = folder / f"{name}.schema.json"
+            p.write_text(json.dumps(schema, indent=2, sort_keys=False) + "\n")
+            written.append(p)
+    return written
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# -- predictions -----------------------------------------------------------------------------
+@dataclass
+class Predictions:
+    """Per-image predictions of one set, with the metadata stored beside them."""
+
+    ids: list[str]
+    labels: np.ndarray
+    scores: np.ndarray
+    preds: np.ndarray
+    meta: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.meta["dataset"]
+
+
+def write_predictions(path: Path, ids: Sequence[str], labels: Sequence[int], scores: Sequence[float], preds: Sequence[int], meta: Mapping[str, Any]) -> str:
+    """Write predictions (id, label, score, pred) as parquet with afpbench metadata; return the sha256."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "id": pa.array(list(ids), pa.string()),
+            "label": pa.array(np.asarray(labels, dtype=np.int8), pa.int8()),
+            "score": pa.array(np.asarray(scores, dtype=np.float64), pa.float64()),
+            "pred": pa.array(np.asarray(preds, dtype=np.int8), pa.int8()),
+        }
+    )
+    table = table.replace_schema_metadata({PREDICTIONS_META_KEY: json.dumps(dict(meta), sort_keys=True).encode()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+    return sha256_file(path)
+
+
+def read_predictions(path: str | Path) -> Predictions:
+    """Read a predictions file written by :func:`write_predictions`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise AfpbenchError(f"No predictions file at {path}; pass a <results>/<detector>/predictions/<set>.parquet file.")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise AfpbenchError(f"{path} is not a readable parquet file ({exc}); evaluate again to rewrite it.") from None
+    raw = (table.schema.metadata or {}).get(PREDICTIONS_META_KEY)
+    missing = {"id", "label", "score", "pred"} - set(table.column_names)
+    if raw is None or missing:
+        raise AfpbenchError(f"{path} is not an afpbench predictions file (no metadata or missing columns); pass files written by afpbench evaluate.")
+    meta = json.loads(raw)
+    _check_version(meta, path, "predictions")
+    return Predictions(
+        ids=table.column("id").to_pylist(),
+        labels=table.column("label").to_numpy().astype(np.int8),
+        scores=table.column("score").to_numpy().astype(np.float64),
+        preds=table.column("pred").to_numpy().astype(np.int8),
+        meta=meta,
+    )
+
+
+def label_name(labels: np.ndarray) -> str:
+    """'real', 'fake' or 'mixed' from a set's labels."""
+    u = set(np.unique(labels).tolist())
+    return "mixed" if len(u) > 1 else ("fake" if u == {1} else "real")
+
+
+def default_real_pool(labels: Mapping[str, str], roles: Mapping[str, str]) -> tuple[list[str], str]:
+    """The real sets every fake set is paired with, and the rule that chose them.
+
+    Rule: the held-out real sets (v3: flickr); when no real set is held out, every real
+    set evaluated. ``coco`` (held-in) joins only when asked with ``real_pool``.
+    """
+    held = [n for n, lab in labels.items() if lab == "real" and roles.get(n) == "held-out"]
+    if held:
+        return held, "default: the held-out real sets"
+    every = [n for n, lab in labels.items() if lab == "real"]
+    return every, "default: every real set (none is held out)"
+
+
+def compute_metrics(
+    sets: Mapping[str, Predictions],
+    roles: Mapping[str, str],
+    real_pool: Sequence[str] | None = None,
+    bootstrap: Any = None,
+) -> MetricsBlock:
+    """All metrics of one detector from its predictions (the code path of evaluate and score).
+
+    ``sets`` maps test-set names to their predictions; ``real_pool`` names the real sets
+    paired with every fake set (default: :func:`default_real_pool`). A mixed set is also
+    scored threshold-free on its own.
+    """
+    from afpbench import metrics as M
+
+    bootstrap = bootstrap or M.BootstrapConfig()
+    if not sets:
+        raise AfpbenchError("No predictions to score; pass at least one predictions file.")
+    for name, p in sets.items():
+        if len(p.ids) == 0:
+            raise AfpbenchError(f"Set '{name}' has no rows; build or import it again, or leave it out.")
+        M.check_scores(p.scores, f"Predictions of set '{name}'")
+    labels = {n: label_name(p.labels) for n, p in sets.items()}
+    per_set_est, avg_est = M.accuracy_metrics({n: (p.labels, p.preds) for n, p in sets.items()}, roles, bootstrap)
+    per_set = {n: SetMetrics(label=labels[n], n=len(sets[n].ids), accuracy=Metric.of(per_set_est[n])) for n in sets}
+    held = [n for n in sets if roles[n] == "held-out"]
+    averages = Averages(all=Metric.of(avg_est["all"]), held_out=Metric.of(avg_est["held_out"]), n_sets=len(sets), n_held_out=len(held))
+
+    if real_pool is None:
+        pool, rule = default_real_pool(labels, roles)
+    else:
+        pool, rule = list(real_pool), "explicit"
+        for n in pool:
+            if n not in sets:
+                raise AfpbenchError(f"Real pool set '{n}' was not evaluated; add it to the evaluated sets or change --real-pool.")
+            if labels[n] != "real":
+                raise AfpbenchError(f"Real pool set '{n}' is {labels[n]}, not real; pair fake sets with real sets only (e.g. --real-pool flickr).")
+    pairs: list[PairResult] = []
+    # Sorted so the pooled order (and so each bootstrap stream) never depends on the
+    # order the sets were evaluated or the files were passed in. With no real set
+    # evaluated the pool is empty and only accuracies are reported.
+    members_sorted = sorted(pool)
+    for name in [n for n in sets if labels[n] in ("fake", "mixed")]:
+        p = sets[name]
+        members = members_sorted if labels[name] == "fake" else []
+        if labels[name] == "fake" and not members:
+            continue
+        y = np.concatenate([p.labels] + [sets[r].labels for r in members])
+        s = np.concatenate([p.scores] + [sets[r].scores for r in members])
+        d = np.concatenate([p.preds] + [sets[r].preds for r in members])
+        est = M.pair_metrics(y, s, d, bootstrap, key="|".join([name, *members]), what=f"Pair '{name}' vs {'+'.join(members) or 'itself'}")
+        pairs.append(
+            PairResult(fake=name, real=list(members), n_fake=int((y == 1).sum()), n_real=int((y == 0).sum()), **{k: Metric.of(v) for k, v in est.items()})
+        )
+    return MetricsBlock(per_set=per_set, averages=averages, pairing=Pairing(real_pool=list(pool), rule=rule), pairs=pairs)

@@ -1,0 +1,281 @@
+"""Evaluation throughput: end to end vs. the bare score loop, one pass vs. separate runs, memory vs. N.
+
+    python benchmarks/bench_evaluate.py [--n 384] [--size 256] [--workers auto] [--repeats 3]
+
+Measured side by side in one run, on CPU, with real photos (bundled crops, PNG):
+
+1. ``bare``: the tiny detector's ``score`` over pre-decoded, pre-processed tensors
+   (the ceiling: no I/O, no decoding, no preprocessing).
+   ``end to end``: ``afpbench.harness.evaluate`` on the same images stored as a
+   dataset (read parquet, decode, preprocess in DataLoader workers, score, write the
+   cache and predictions). Target: end to end >= 0.85 x bare.
+2. Three cheap detectors on large images (decoding dominates): one ``evaluate`` pass
+   with all three vs. three separate ``evaluate`` runs. Target: >= 2x faster.
+3. Peak RSS of an evaluation of N and of 10N rows, each in a fresh process
+   (target: flat, i.e. not growing with N).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+for _k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.setdefault(_k, "1")
+
+# The detectors are defined in source form so the memory probe (a fresh process) can
+# build the very same classes.
+DETECTORS_SRC = r'''
+import torch
+
+from afpbench.detectors.base import IMAGENET_MEAN, IMAGENET_STD, Detector, Preprocessing
+
+
+class TinyCNN(Detector):
+    """A small CNN on 224 px crops: the "tiny detector" whose scoring is the real work."""
+
+    name = "tinycnn"
+    width = 24
+
+    def setup(self):
+        torch.manual_seed(0)
+        w = self.width
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(3, w, 3, stride=2, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(4 * w, 4 * w, 3, stride=1, padding=1), torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4 * w, 1),
+        ).eval().to(self.device)
+
+    def preprocessing(self):
+        return Preprocessing(resize=224, crop=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+    def forward_scores(self, batch):
+        return torch.sigmoid(self.net(batch)).reshape(-1)
+
+
+class TinyCNN8(TinyCNN):
+    width = 8
+
+
+class Cheap(Detector):
+    """Negligible own work: a linear probe of a 32 px centre crop at native resolution
+    (pixel-trace detectors avoid resizing), so decoding dominates."""
+
+    name = "cheap"
+    variants = {t: Detector.variants[None] for t in ("a", "b", "c")}
+
+    def setup(self):
+        g = torch.Generator().manual_seed(ord(self.tag))
+        self.w = torch.randn(3 * 32 * 32, generator=g) / 100
+
+    def preprocessing(self):
+        return Preprocessing(resize=None, resize_policy="none", crop=32)
+
+    def forward_scores(self, batch):
+        return torch.sigmoid(batch.reshape(len(batch), -1) @ self.w)
+'''
+
+
+def _detectors_module(folder: Path):
+    (folder / "bench_detectors.py").write_text(DETECTORS_SRC)
+    sys.path.insert(0, str(folder))
+    import bench_detectors
+
+    return bench_detectors
+
+
+def make_set(root: Path, name: str, n: int, size: int, label: int) -> Path:
+    from afpbench.dataset import write_images
+    from afpbench.sources.photos import photo_crops
+
+    images = [c.image for c in photo_crops(n, seed=label + 1, size=size, prefix=name)]
+    return write_images(root, name, images, label)
+
+
+def prepare_batches(det, folder: Path, batch_size: int) -> list:
+    """Every image of the set decoded, preprocessed and collated beforehand (untimed)."""
+    from afpbench.dataset import decode_image, open_dataset
+
+    rows = [r for b in open_dataset(folder).iter_batches(256) for r in b]
+    xs = [det.preprocess(decode_image(r["image"]), r) for r in rows]
+    return [det.collate(xs[i : i + batch_size]) for i in range(0, len(xs), batch_size)]
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process (all threads) plus its finished children (DataLoader workers)."""
+    import resource
+
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
+
+
+def cpu_per_image(fn, n: int) -> float:
+    t = _cpu_seconds()
+    fn()
+    return (_cpu_seconds() - t) / n
+
+
+def bare_loop(det, batches: list, threads: int) -> float:
+    """images/s of det.score over prepared batches, with ``threads`` torch threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        det.score(batches[0])  # warm-up (allocator, kernels)
+        t = time.perf_counter()
+        for b in batches:
+            det.score(b)
+        return sum(len(b) for b in batches) / (time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_evaluate(dets, data: Path, sets: list[str], out: Path, batch_size: int, workers: int | None) -> tuple[float, float, int]:
+    """(pass images/s from the results file, whole-call images/s, torch threads used)."""
+    from afpbench.harness import EvalConfig, evaluate
+    from afpbench.results import load_results
+
+    shutil.rmtree(out, ignore_errors=True)
+    t = time.perf_counter()
+    paths = evaluate(EvalConfig(detectors=dets, data=[data], datasets=sets, out=out, batch_size=batch_size, bootstrap=10, num_workers=workers, progress=False, resume=False))
+    wall = time.perf_counter() - t
+    r = load_results(paths[0])
+    n = sum(d.rows_evaluated for d in r.datasets)
+    return r.run.images_per_second, n / wall, r.run.torch_threads or 0
+
+
+def child_peak_rss(folder: Path, data: Path, name: str, out: Path, workers: int | None) -> int:
+    code = f"""
+import sys
+sys.path.insert(0, {str(folder)!r})
+from bench_detectors import TinyCNN8
+from afpbench.harness import EvalConfig, evaluate, peak_rss_bytes
+evaluate(EvalConfig(detectors=[TinyCNN8(device="cpu")], data=[{str(data)!r}], datasets=[{name!r}], out={str(out)!r}, batch_size=32, bootstrap=10, num_workers={workers!r}, progress=False, resume=False))
+print(peak_rss_bytes())
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"memory probe failed:\n{proc.stderr[-3000:]}")
+    return int(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=384, help="images for the throughput comparison")
+    ap.add_argument("--size", type=int, default=256, help="side of the stored images (comparison 1)")
+    ap.add_argument("--big", type=int, default=768, help="side of the stored images when decoding dominates (comparison 2)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--workers", default="auto", help="DataLoader workers for evaluate ('auto' = harness default)")
+    ap.add_argument("--repeats", type=int, default=3, help="each measurement is repeated, interleaved; the best is kept (shared machines are noisy)")
+    ap.add_argument("--mem-n", type=int, default=150, help="N for the memory probe (also run at 10N)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = ap.parse_args()
+    workers = None if args.workers == "auto" else int(args.workers)
+
+    import torch
+
+    from afpbench.harness import _default_workers
+
+    tmp = Path(tempfile.mkdtemp(prefix="afpbench-bench-eval-"))
+    all_threads = torch.get_num_threads()
+    figures: dict[str, float | int | str] = {"cpus": os.cpu_count() or 0, "workers": workers if workers is not None else _default_workers(), "load_avg_1min": os.getloadavg()[0]}
+    try:
+        mod = _detectors_module(tmp)
+        data = tmp / "data"
+        make_set(data, "bench", args.n, args.size, 1)
+
+        # 1. end to end vs bare loop, the same detector and images.
+        det = mod.TinyCNN(device="cpu")
+        batches = prepare_batches(det, data / "bench", args.batch_size)
+        e2e, call, paired, bare_matched, bare_all = [], [], [], [], []
+        # A warm-up run (page cache, worker start-up code paths) that also tells which
+        # torch thread count evaluate scores with.
+        _, _, threads = run_evaluate([det], data, ["bench"], tmp / "r1", args.batch_size, workers)
+        for _ in range(args.repeats):
+            # bare, end to end, bare: each end-to-end run is compared with the bare loop
+            # measured just before and just after it (a busy machine drifts over minutes).
+            before = bare_loop(det, batches, threads)
+            p, c, threads = run_evaluate([det], data, ["bench"], tmp / "r1", args.batch_size, workers)
+            after = bare_loop(det, batches, threads)
+            e2e.append(p)
+            call.append(c)
+            bare_matched += [before, after]
+            paired.append(p / ((before + after) / 2))
+            bare_all.append(bare_loop(det, batches, all_threads))
+        e2e_b, call_b, bm, ba = max(e2e), max(call), max(bare_matched), max(bare_all)
+        ratio = statistics.median(paired)
+        figures.update(
+            torch_threads_scoring=threads, torch_threads_all=all_threads, bare_matched_img_s=bm, bare_all_cores_img_s=ba,
+            e2e_pass_img_s=e2e_b, e2e_call_img_s=call_b, e2e_ratio_matched_median=ratio, e2e_ratio_matched_paired=sorted(paired),
+            e2e_ratio_all_cores_best=e2e_b / ba,
+        )
+        print(f"[1] tiny CNN, {args.n} images of {args.size}px (PNG), batch {args.batch_size}, {figures['workers']} worker(s), {args.repeats} repeats")
+        print(f"    bare score loop, pre-decoded tensors, {threads} torch thread(s) (as evaluate scores), best: {bm:8.1f} img/s")
+        print(f"    bare score loop, pre-decoded tensors, {all_threads} torch thread(s) (every core), best:       {ba:8.1f} img/s")
+        print(f"    evaluate end to end (read, decode, preprocess, score, write), pass, best: {e2e_b:8.1f} img/s")
+        print(f"    evaluate end to end, whole call (+ open sets, metrics, results), best:    {call_b:8.1f} img/s")
+        print(f"    end to end / bare at the same scoring threads, back to back: {', '.join(f'{r:.2f}' for r in sorted(paired))}; median {ratio:.2f} (target >= 0.85)")
+        print(f"    best end to end / best bare on every core: {e2e_b / ba:.2f}")
+
+        # 1b. CPU seconds per image, which a busy machine does not distort: does the
+        # pipeline cost more than scoring + decoding + preprocessing themselves?
+        import torch as _t
+
+        from afpbench.dataset import decode_image, open_dataset
+
+        rows = [r for b in open_dataset(data / "bench").iter_batches(256) for r in b]
+        _t.set_num_threads(1)
+        cpu_decode = cpu_per_image(lambda: [det.preprocess(decode_image(r["image"]), r) for r in rows], len(rows))
+        cpu_bare = cpu_per_image(lambda: bare_loop(det, batches, threads), len(rows))
+        _t.set_num_threads(all_threads)
+        cpu_e2e = cpu_per_image(lambda: run_evaluate([det], data, ["bench"], tmp / "r1", args.batch_size, workers), len(rows))
+        figures.update(cpu_ms_decode_preprocess=1e3 * cpu_decode, cpu_ms_score=1e3 * cpu_bare, cpu_ms_e2e=1e3 * cpu_e2e, cpu_efficiency=(cpu_decode + cpu_bare) / cpu_e2e)
+        print(f"    CPU per image: decode+preprocess {1e3 * cpu_decode:.2f} ms + score {1e3 * cpu_bare:.2f} ms vs evaluate end to end {1e3 * cpu_e2e:.2f} ms"
+              f" -> pipeline efficiency {(cpu_decode + cpu_bare) / cpu_e2e:.2f} (1.00 = no overhead)")
+
+        # 2. one pass with 3 detectors vs three runs, decoding-dominated.
+        n_big = max(48, args.n // 4)
+        make_set(data, "big", n_big, args.big, 1)
+        dets = [mod.Cheap(t, device="cpu") for t in ("a", "b", "c")]
+        one, three = [], []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            run_evaluate(dets, data, ["big"], tmp / "r2", args.batch_size, workers)
+            one.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            for i, d in enumerate(dets):
+                run_evaluate([d], data, ["big"], tmp / f"r3-{i}", args.batch_size, workers)
+            three.append(time.perf_counter() - t)
+        one_pass, three_runs = min(one), min(three)
+        figures.update(one_pass_s=one_pass, three_runs_s=three_runs, one_pass_speedup=three_runs / one_pass)
+        print(f"[2] 3 cheap detectors (32 px native crop) on {n_big} images of {args.big}px (decoding dominates), best of {args.repeats}")
+        print(f"    one pass: {one_pass:6.2f} s   three runs: {three_runs:6.2f} s   speed-up {three_runs / one_pass:.2f}x  (target >= 2x)")
+
+        # 3. peak RSS at N and 10N rows, fresh processes.
+        make_set(data, "memn", args.mem_n, 128, 1)
+        make_set(data, "mem10n", 10 * args.mem_n, 128, 1)
+        rss_n = child_peak_rss(tmp, data, "memn", tmp / "m1", workers)
+        rss_10n = child_peak_rss(tmp, data, "mem10n", tmp / "m2", workers)
+        figures.update(peak_rss_n_mb=rss_n / 2**20, peak_rss_10n_mb=rss_10n / 2**20, rss_ratio=rss_10n / rss_n)
+        print(f"[3] peak RSS of the evaluating process (VmHWM): N={args.mem_n}: {rss_n / 2**20:.0f} MiB   10N={10 * args.mem_n}: {rss_10n / 2**20:.0f} MiB   ratio {rss_10n / rss_n:.2f}  (target: flat)")
+        figures["load_avg_1min_end"] = os.getloadavg()[0]
+        print(f"    machine load average (1 min) at start/end: {figures['load_avg_1min']:.1f} / {figures['load_avg_1min_end']:.1f} on {figures['cpus']} cores")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
