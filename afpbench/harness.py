@@ -519,6 +519,8 @@ class _PassDataset:
             except Exception as exc:  # PIL raises many types for a corrupt file
                 return {"error": f"Row {row.get('id')} of set '{name}' cannot be decoded ({type(exc).__name__}: {exc}); run afpbench verify on the set and rebuild it."}
             meta_row = {c: v for c, v in row.items() if c != "image"}
+            # Row-level detectors (format) see the encoded size, as they did in training.
+            meta_row["bytes"] = len((row.get("image") or {}).get("bytes") or b"")
             for p_pos, pert in enumerate(self.perts):
                 needing = [j for j, job in enumerate(self.jobs) if job.pert_pos == p_pos and self.missing[(j, name)][idx]]
                 if not needing:

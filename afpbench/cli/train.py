@@ -1,0 +1,57 @@
+"""``afpbench train``: train a detector on afpbench datasets (thin wrapper over afpbench.train)."""
+
+from __future__ import annotations
+
+import click
+
+
+def _paths(values: tuple[str, ...]) -> list[str]:
+    # Accept both repeated flags (--train a --train b) and comma lists (--train a,b).
+    return [p for v in values for p in v.split(",") if p]
+
+
+@click.command("train")
+@click.option("--detector", required=True, help="Trainable detector: antifakeprompt, instructblip_lora, cnnspot, univfd, spectral, efficientnet, format.")
+@click.option("--train", "train_dirs", multiple=True, required=True, help="Training dataset folder (repeat or comma-separate); labels come from the data.")
+@click.option("--val", "val_dirs", multiple=True, help="Validation dataset folder(s); the epoch with the lowest validation loss is kept.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (checkpoints/, best/, train_result.json).")
+@click.option("--base", default=None, help="Backbone folder or hub id (e.g. a local InstructBLIP, 'hf', or BLIP+LLM).")
+@click.option("--weights", default=None, type=click.Path(exists=True), help="Start from these weights instead of fresh trainable parameters.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--dtype", default=None, help="float32, bfloat16 or float16 (GPU); default: the detector's.")
+@click.option("--image-size", type=int, default=None, help="Input size override (tiny/fast runs); recorded in the saved card.")
+@click.option("--epochs", type=int, default=None, help="Default: the detector's recipe (AntifakePrompt: 10).")
+@click.option("--batch-size", type=int, default=None, help="Default: the recipe (AntifakePrompt: 6).")
+@click.option("--lr", type=float, default=None, help="Default: the recipe (AntifakePrompt: 1e-5).")
+@click.option("--weight-decay", type=float, default=None, help="Default: the recipe (AntifakePrompt: 0.05).")
+@click.option("--beta1", type=float, default=None, help="AdamW beta1 (default 0.9).")
+@click.option("--beta2", type=float, default=None, help="AdamW beta2 (default 0.999).")
+@click.option("--scheduler", type=click.Choice(["cosine", "constant"]), default=None, help="Default: cosine to 0.")
+@click.option("--warmup-steps", type=int, default=None, help="Default: 0.")
+@click.option("--mixed-precision", type=click.Choice(["auto", "no", "fp16", "bf16"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--limit", type=int, default=None, help="Use at most N rows of each dataset.")
+@click.option("--workers", type=int, default=0, show_default=True, help="Threads decoding and preprocessing images.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads during training (1 is fastest for tiny models on a busy CPU).")
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from the last epoch checkpoint in --out.")
+@click.option("--stop-after-epochs", type=int, default=None, help="Stop after N epochs in this call (resume later).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def command(detector, train_dirs, val_dirs, out, base, weights, device, dtype, image_size, epochs, batch_size, lr, weight_decay, beta1, beta2, scheduler, warmup_steps, mixed_precision, seed, limit, workers, threads, resume, stop_after_epochs, quiet):
+    """Train a detector (AntifakePrompt's soft prompt by default recipe) and keep the best epoch."""
+    from afpbench.train import PAPER_RECIPE, TrainConfig, train
+
+    betas = None
+    if beta1 is not None or beta2 is not None:
+        b1, b2 = PAPER_RECIPE["betas"]
+        betas = (beta1 if beta1 is not None else b1, beta2 if beta2 is not None else b2)
+    cfg = TrainConfig(
+        detector=detector, train=_paths(train_dirs), val=_paths(val_dirs), out=out, base=base, weights=weights, device=device, dtype=dtype,
+        image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, betas=betas, scheduler=scheduler,
+        warmup_steps=warmup_steps, mixed_precision=mixed_precision, seed=seed, limit=limit, num_workers=workers, threads=threads, resume=resume,
+        stop_after_epochs=stop_after_epochs, quiet=quiet,
+    )
+    result = train(cfg)
+    best = next((e for e in result.epochs if e.epoch == result.best_epoch), None)
+    state = "done" if result.completed else f"stopped after epoch {result.epochs[-1].epoch if result.epochs else 0} (run again to resume)"
+    val = f", val loss {best.val_loss:.4f}" if best and best.val_loss is not None else ""
+    click.echo(f"{state}: best epoch {result.best_epoch}{val} -> {result.best_checkpoint}")

@@ -1,0 +1,325 @@
+"""InstructBLIP asked "Is this photo real?" (zero-shot), and the machinery its family shares.
+
+``InstructBlipYesNo`` holds everything the three InstructBLIP detectors have in common
+(``instructblip`` zero-shot here, ``antifakeprompt`` and ``instructblip_lora`` in their
+own files): loading a base, encoding the prompt the way the authors' LAVIS code does,
+and the scoring rule.
+
+The rule. The authors rank the candidate answers ``yes`` (real) and ``no`` (fake) by the
+LM loss of each candidate after the prompt, and take the lower one. For single-token
+answers the loss of a candidate is ``-log softmax(logits)[candidate]`` at the answer
+position, so ``loss(yes) - loss(no) = logit(no) - logit(yes)``: one forward pass that
+reads the two logits at the last prompt position gives the same decision, and
+``P(fake) = softmax(logit(yes), logit(no))[no]`` is a soft score for AUC/AP whose 0.5
+threshold *is* the authors' rule. ``candidate_losses`` implements the authors' two-
+candidate computation (used to prove the equivalence in tests and in the benchmark).
+
+Prompt encoding (as LAVIS ``blip2_vicuna_instruct_textinv``):
+
+* LLM: ``[32 projected query outputs] + "</s>" + prompt``. The authors set the LLaMA
+  tokenizer's ``bos_token`` to ``</s>``, so every prompt starts with ``</s>`` (id 2), not
+  ``<s>``; afpbench does the same. Text around a pseudo-word is tokenised piece by piece
+  (the slow LLaMA tokenizer's behaviour around special tokens), so "... real [*]?" gives
+  ``▁real [*] ▁?``.
+* Q-Former: the BERT tokenizer on the same text (``[CLS] ... [SEP]``).
+* The prompt is identical for every image, so a batch needs no padding.
+
+Bases. ``base`` is a preset name, a folder, a hub id, or ``BLIP+LLM`` (vision tower,
+Q-Former and projection from BLIP, language model and its tokenizer from LLM):
+
+* ``vicuna-v1.3`` (default) = ``Salesforce/instructblip-vicuna-7b+lmsys/vicuna-7b-v1.3``:
+  what the authors ran (LAVIS loads the LLM from Vicuna v1.3 weights).
+* ``hf`` = ``Salesforce/instructblip-vicuna-7b``: the plain HF port (its LLM is the
+  v1.1-based Vicuna InstructBLIP was trained with).
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Any, ClassVar
+
+from afpbench.detectors.base import Detector, Preprocessing, Variant, apply_preprocessing
+from afpbench.errors import AfpbenchError, WeightsError
+
+PRESET_BASES = {
+    "vicuna-v1.3": "Salesforce/instructblip-vicuna-7b+lmsys/vicuna-7b-v1.3",
+    "hf": "Salesforce/instructblip-vicuna-7b",
+}
+DEFAULT_BASE = "vicuna-v1.3"
+
+# The paper's normalisation (computed on their training data), not the CLIP statistics.
+AFP_MEAN = (0.4730, 0.4499, 0.4129)
+AFP_STD = (0.2780, 0.2713, 0.2872)
+
+PAPER = "Chang, Yeh, Chiu, Yu. AntifakePrompt: Prompt-Tuned Vision-Language Models are Fake Image Detectors. arXiv 2310.17419 (v3, 2024)."
+INSTRUCTBLIP_PAPER = "Dai et al. InstructBLIP: Towards General-purpose Vision-Language Models with Instruction Tuning. NeurIPS 2023."
+CODE = "https://github.com/nctu-eva-lab/AntifakePrompt (a modified Salesforce LAVIS)"
+LICENSE = "code BSD-3-Clause (LAVIS); Vicuna/LLaMA weights: non-commercial LLaMA license"
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def resolve_base(base: str | None) -> tuple[str, str | None]:
+    """``base`` -> (InstructBLIP source, separate LLM source or None)."""
+    spec = PRESET_BASES.get(base or DEFAULT_BASE, base or DEFAULT_BASE)
+    blip, _, llm = spec.partition("+")
+    if not blip:
+        raise AfpbenchError(f"Base '{base}' names no InstructBLIP model; write FOLDER, HUB_ID or BLIP+LLM, or one of {', '.join(PRESET_BASES)}.")
+    return blip, (llm or None)
+
+
+def _from_pretrained(cls: Any, src: str, what: str, **kw: Any) -> Any:
+    """``cls.from_pretrained`` that refuses missing or mismatched weights loudly."""
+    try:
+        out = cls.from_pretrained(src, output_loading_info=True, **kw)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise WeightsError(
+            f"Cannot load the {what} from '{src}' ({reason}); pass --base with a local folder holding it "
+            "(the hub is not reachable offline; see docs/detectors.md)."
+        ) from exc
+    model, info = out
+    bad = list(info.get("missing_keys") or []) + [str(k[0]) if isinstance(k, tuple) else str(k) for k in (info.get("mismatched_keys") or [])]
+    if bad:
+        raise WeightsError(f"The {what} in '{src}' lacks or mismatches {len(bad)} weights (e.g. {bad[0]}); it would run with random weights: use a complete checkpoint.")
+    return model
+
+
+def _tokenizer(src: str, what: str, **kw: Any) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(src, **kw)
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"Cannot load the {what} from '{src}' ({' '.join(str(exc).split())[:160]}); pass --base with a folder that holds it.") from exc
+
+
+def load_instructblip(base: str | None, *, dtype: Any, device: str) -> tuple[Any, Any, Any, str]:
+    """Load (model, Q-Former tokenizer, LLM tokenizer, resolved spec) for ``base``."""
+    from transformers import AutoModelForCausalLM, InstructBlipForConditionalGeneration
+
+    _quiet_transformers()
+    blip, llm = resolve_base(base)
+    model = _from_pretrained(InstructBlipForConditionalGeneration, blip, "InstructBLIP model", dtype=dtype)
+    q_tok = _tokenizer(blip, "Q-Former tokenizer", subfolder="qformer_tokenizer")
+    if llm:
+        # Free the bundled LLM before loading the replacement, so peak memory stays ~one LLM.
+        model.language_model = None
+        gc.collect()
+        lm = _from_pretrained(AutoModelForCausalLM, llm, "language model", dtype=dtype)
+        model.language_model = lm
+        model.config.text_config = lm.config
+        if lm.config.hidden_size != model.language_projection.out_features:
+            raise WeightsError(f"LLM '{llm}' has hidden size {lm.config.hidden_size}, the projection of '{blip}' outputs {model.language_projection.out_features}; pair bases of the same size.")
+        llm_tok = _tokenizer(llm, "LLM tokenizer")
+    else:
+        llm_tok = _tokenizer(blip, "LLM tokenizer")
+    model.requires_grad_(False)
+    model.eval().to(device)
+    spec = f"{blip}+{llm}" if llm else blip
+    return model, q_tok, llm_tok, spec
+
+
+class InstructBlipYesNo(Detector):
+    """InstructBLIP answering a yes/no question about the image; P(fake) = P(no | yes, no)."""
+
+    prompt: ClassVar[str] = "Is this photo real?"
+    pseudo_word: ClassVar[str | None] = None
+    answers: ClassVar[tuple[str, str]] = ("yes", "no")  # (real, fake)
+    llm_start_token: ClassVar[str] = "</s>"
+    # LAVIS appends </s> to the answer during training; the loss covers both tokens.
+    loss_on_eos: ClassVar[bool] = True
+    cuda_dtype: ClassVar[str] = "float16"
+    default_threshold_policy: ClassVar[str] = "fixed 0.5 on P(no | yes, no) = the authors' lower-loss answer rule"
+
+    # -- building ------------------------------------------------------------------------
+    def setup(self) -> None:
+        self.base_spec: str = ""
+        tensors, meta = self.read_weights()
+        base = self.base or meta.get("base") or DEFAULT_BASE
+        self.model, self.q_tok, self.llm_tok, self.base_spec = load_instructblip(base, dtype=self.dtype, device=self.device)
+        cfg = self.model.config
+        native = cfg.vision_config.image_size
+        self.image_size = self.image_size or meta.get("image_size") or native
+        self._interpolate = self.image_size != native
+        self.qformer_hidden = cfg.qformer_config.hidden_size
+        self.llm_hidden = self.model.language_model.config.hidden_size
+        self.before_prompt()
+        self.install(tensors)
+        self.encode_prompt()
+        self.model.eval()  # modules added by the hooks (LoRA dropout) start in train mode
+
+    def read_weights(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """Read the weights file before the base loads (it may name the base) -> (tensors, meta)."""
+        return None, {}
+
+    def before_prompt(self) -> None:
+        """Hook: add tokens to the tokenizers before the prompt is encoded."""
+
+    def install(self, tensors: dict[str, Any] | None) -> None:
+        """Hook: put trained tensors into the model (checked against its shapes)."""
+
+    def base_description(self) -> str | None:
+        return self.base_spec or self.base
+
+    def _token_id(self, tok: Any, token: str, what: str) -> int:
+        tid = tok.convert_tokens_to_ids(token)
+        if tid is None or (tok.unk_token_id is not None and tid == tok.unk_token_id and token != tok.unk_token):
+            raise AfpbenchError(f"The {what} tokenizer of base '{self.base_spec}' has no token {token!r}; use a LLaMA/Vicuna-based InstructBLIP base.")
+        return int(tid)
+
+    def encode_llm(self, text: str) -> list[int]:
+        """LAVIS's LLM encoding: start token, then each piece around the pseudo-word on its own."""
+        ids = [self._token_id(self.llm_tok, self.llm_start_token, "LLM")]
+        pieces = text.split(self.pseudo_word) if self.pseudo_word else [text]
+        for i, piece in enumerate(pieces):
+            if i:
+                ids.append(self.llm_pseudo_id)
+            piece = piece.strip()
+            if piece:
+                ids += self.llm_tok(piece, add_special_tokens=False).input_ids
+        return ids
+
+    def encode_prompt(self) -> None:
+        import torch
+
+        q = self.q_tok(self.prompt, add_special_tokens=True).input_ids
+        self.q_ids = torch.tensor([q], dtype=torch.long, device=self.device)
+        self.llm_ids = torch.tensor([self.encode_llm(self.prompt)], dtype=torch.long, device=self.device)
+        answer_ids = []
+        for word in self.answers:
+            ids = self.llm_tok(word, add_special_tokens=False).input_ids
+            if len(ids) != 1:
+                raise AfpbenchError(f"The LLM tokenizer of base '{self.base_spec}' splits {word!r} into {len(ids)} tokens; the yes/no rule needs single-token answers (use a LLaMA/Vicuna base).")
+            answer_ids.append(ids[0])
+        self.answer_ids = answer_ids
+        self.eos_id = self._token_id(self.llm_tok, self.llm_tok.eos_token or "</s>", "LLM")
+
+    # -- preprocessing -------------------------------------------------------------------
+    def preprocessing(self) -> Preprocessing:
+        size = self.image_size or 224
+        return Preprocessing(
+            resize=size, resize_policy="shorter", interpolation="bicubic", crop=size, mean=AFP_MEAN, std=AFP_STD,
+            note="The paper's eval transform (LAVIS blip_image_eval_textinv): RGB, shorter side to the vision tower's size (224; tiny bases use their own), center crop, the authors' mean/std.",
+        )
+
+    def train_preprocess(self, image: Any, row: dict[str, Any] | None, rng: Any) -> Any:
+        # The paper's train transform: resize 224, random crop 224, horizontal flip.
+        return apply_preprocessing(image, self.preprocessing(), rng=rng, flip=True)
+
+    # -- the model -----------------------------------------------------------------------
+    def to_device(self, batch: Any) -> Any:
+        return batch.to(self.device, dtype=self.dtype, non_blocking=True)
+
+    def image_prefix(self, pixel_values: Any) -> Any:
+        """Projected Q-Former query outputs [B, Q, H_llm] (the soft visual prompt of the LLM)."""
+        import torch
+
+        b = pixel_values.shape[0]
+        q_ids = self.q_ids.expand(b, -1)
+        feats = self.model.get_image_features(
+            pixel_values=pixel_values, qformer_input_ids=q_ids, qformer_attention_mask=torch.ones_like(q_ids),
+            interpolate_pos_encoding=self._interpolate, return_dict=True,
+        )
+        return feats.pooler_output
+
+    def llm_embeds(self, prefix: Any, ids: Any) -> Any:
+        import torch
+
+        tokens = self.model.language_model.get_input_embeddings()(ids)
+        return torch.cat([prefix.to(tokens.dtype), tokens], dim=1)
+
+    def answer_logits(self, pixel_values: Any) -> Any:
+        """Logits of (yes, no) at the answer position, one forward pass: [B, 2] float32."""
+        prefix = self.image_prefix(pixel_values)
+        embeds = self.llm_embeds(prefix, self.llm_ids.expand(prefix.shape[0], -1))
+        out = self.model.language_model(inputs_embeds=embeds, logits_to_keep=1, use_cache=False)
+        return out.logits[:, -1, self.answer_ids].float()
+
+    def forward_scores(self, batch: Any) -> Any:
+        return self.answer_logits(batch).softmax(dim=-1)[:, 1]
+
+    def bare_forward(self, batch: Any) -> Any:
+        """The HF modules' forward (vision + Q-Former + LLM) on prepared tensors."""
+        prefix = self.image_prefix(batch)
+        embeds = self.llm_embeds(prefix, self.llm_ids.expand(prefix.shape[0], -1))
+        return self.model.language_model(inputs_embeds=embeds, logits_to_keep=1, use_cache=False).logits
+
+    def candidate_losses(self, pixel_values: Any, candidates: tuple[str, ...] | None = None) -> Any:
+        """The authors' rule: LM loss of each candidate answer after the prompt -> [B, n].
+
+        As LAVIS ``_predict_class``: image features once, then one LLM pass over the batch
+        repeated per candidate (``repeat_interleave``) with the candidate appended, full
+        logits, mean cross-entropy over each candidate's tokens. Candidates of different
+        token lengths are run in one pass per length (LAVIS pads instead).
+        """
+        import torch
+
+        candidates = candidates or self.answers
+        prefix = self.image_prefix(pixel_values)
+        b = prefix.shape[0]
+        cand_ids = [self.llm_tok(c, add_special_tokens=False).input_ids for c in candidates]
+        losses = torch.empty(b, len(candidates), device=prefix.device)
+        for n in sorted({len(ids) for ids in cand_ids}):
+            group = [i for i, ids in enumerate(cand_ids) if len(ids) == n]
+            k = len(group)
+            answers = torch.tensor([cand_ids[i] for i in group], device=self.device)  # [k, n]
+            seq = torch.cat([self.llm_ids.expand(b * k, -1), answers.repeat(b, 1)], dim=1)  # row r: image r // k, candidate r % k
+            embeds = self.llm_embeds(prefix.repeat_interleave(k, dim=0), seq)
+            logits = self.model.language_model(inputs_embeds=embeds, use_cache=False).logits.float()
+            # Position t predicts token t+1: the candidate's n tokens are predicted by the n positions before them.
+            pred = logits[:, -n - 1 : -1]
+            ce = torch.nn.functional.cross_entropy(pred.reshape(-1, pred.shape[-1]), seq[:, -n:].reshape(-1), reduction="none")
+            losses[:, group] = ce.view(b, k, n).mean(dim=2)
+        return losses
+
+    # -- training ------------------------------------------------------------------------
+    def training_loss(self, batch: Any, labels: Any) -> Any:
+        """LM cross-entropy of the right answer (yes for real, no for fake) and, as LAVIS, the </s> after it."""
+        import torch
+
+        prefix = self.image_prefix(batch)
+        b = prefix.shape[0]
+        answers = torch.tensor(self.answer_ids, device=self.device)[labels.long().to(self.device)]
+        seq = torch.cat([self.llm_ids.expand(b, -1), answers[:, None]], dim=1)
+        embeds = self.llm_embeds(prefix, seq)
+        # The last two positions: the prompt's end (predicts the answer) and the answer (predicts </s>).
+        logits = self.model.language_model(inputs_embeds=embeds, logits_to_keep=2, use_cache=False).logits.float()
+        if self.loss_on_eos:
+            targets = torch.stack([answers, torch.full_like(answers, self.eos_id)], dim=1)
+            pred = logits[:, -2:]
+        else:
+            targets = answers[:, None]
+            pred = logits[:, -2:-1]
+        return torch.nn.functional.cross_entropy(pred.reshape(-1, pred.shape[-1]), targets.reshape(-1))
+
+    def set_training(self, training: bool) -> None:
+        # As LAVIS: the vision tower stays in eval (its train() is disabled); the Q-Former's
+        # dropout is active while training; the LLaMA LLM has no dropout of its own.
+        self.model.eval()
+        if training:
+            self.model.qformer.train()
+            self.model.language_model.train()
+
+
+class InstructBlipZeroShot(InstructBlipYesNo):
+    """The paper's zero-shot baseline: the same model and rule, prompt without [*]."""
+
+    name = "instructblip"
+    description = "InstructBLIP (Vicuna-7B) asked 'Is this photo real?' zero-shot; P(fake) = softmax over the yes/no logits, taking no."
+    paper = INSTRUCTBLIP_PAPER + " Zero-shot baseline of " + PAPER
+    code = "https://github.com/salesforce/LAVIS (projects/instructblip); HF transformers InstructBlipForConditionalGeneration"
+    license = LICENSE
+    variants = {None: Variant(training_data="none (zero-shot InstructBLIP)")}
+    choices = [
+        "Default base = vision/Q-Former/projection of Salesforce/instructblip-vicuna-7b with the LLM of lmsys/vicuna-7b-v1.3 (as the authors); base 'hf' = the plain HF checkpoint.",
+        "LLM prompt starts with </s> (the authors set bos_token='</s>').",
+    ]
+
+
+__all__ = ["InstructBlipYesNo", "InstructBlipZeroShot", "load_instructblip", "resolve_base", "PRESET_BASES", "DEFAULT_BASE", "AFP_MEAN", "AFP_STD"]
