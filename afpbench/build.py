@@ -1,0 +1,380 @@
+"""``afpbench build``: recipe -> source -> backend -> shards + manifest.
+
+The steps, in the order that keeps failures cheap and finished work safe:
+
+1. resolve the recipe, its generator card and backend, and check ``--param`` keys;
+2. plan every row (``afpbench.sources``): ids, seeds, prompts, what input to load;
+3. return at once if ``<out>/<name>`` already holds this exact build;
+4. refuse a partial build left with other parameters, then load the model
+   (``Backend.load``): a bad ``--model`` fails here, before anything is written;
+5. generate batch after batch: inputs of the next batch are loaded in a thread while the
+   model works, and PNG encoding + writing run in another thread; rows are persisted as
+   parts every few seconds, so a killed build loses at most the last seconds of work;
+6. when every process is done, rank 0 finalizes (sorted rows, shards, card, manifest)
+   and swaps the folder in: an existing dataset is replaced only by a complete one.
+
+Determinism: batches are cut at fixed positions of the planned row list and every row is
+seeded from its own seed, so a resumed build and a build split over processes run the
+same batches as an uninterrupted one, and on one machine produce the same bytes.
+
+Distributed (``accelerate launch --num_processes K -m afpbench build ...`` or
+``torchrun --nproc_per_node K -m afpbench build ...``): batches are split across
+processes with ``PartialState.split_between_processes``; on machines without a GPU the
+state is created with ``cpu=True`` (MULTI_CPU over gloo), because a plain
+``PartialState()`` there would leave every process running every row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from afpbench.errors import AfpbenchError, DatasetError
+from afpbench.generate.base import BuildConfig, Output, WorkItem
+
+FLUSH_SECONDS_ENV = "AFPBENCH_FLUSH_SECONDS"
+DEFAULT_FLUSH_SECONDS = 10.0
+_NAME = re.compile(r"^[A-Za-z0-9][\w.+-]*$")
+
+
+# -- processes ------------------------------------------------------------------------
+@dataclass
+class _Processes:
+    """This process's place among the build's processes (one, unless launched by torchrun/accelerate)."""
+
+    rank: int = 0
+    world: int = 1
+    state: Any = None
+    device: str | None = None
+
+    @classmethod
+    def detect(cls) -> "_Processes":
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return cls()
+        import torch
+        from accelerate import PartialState
+
+        gpu = torch.cuda.is_available()
+        state = PartialState(cpu=not gpu)
+        return cls(state.process_index, state.num_processes, state, str(state.device) if gpu else None)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def split(self, seq: list[int]) -> list[int]:
+        if self.world == 1:
+            return list(seq)
+        with self.state.split_between_processes(list(seq)) as part:
+            return list(part)
+
+    def barrier(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+    def close(self) -> None:
+        if self.state is not None:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+# -- helpers --------------------------------------------------------------------------
+def _log(config: BuildConfig, procs: _Processes, message: str) -> None:
+    if not config.quiet and procs.main:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _key_text(key: dict[str, Any]) -> str:
+    # The same serialization DatasetWriter uses for its resume check.
+    return json.dumps(key, sort_keys=True, default=str)
+
+
+def _already_built(final: Path, key: dict[str, Any]) -> bool:
+    """True when ``final`` is a complete dataset made by this exact build."""
+    mpath = final / "manifest.json"
+    if not mpath.is_file():
+        return False
+    try:
+        manifest = json.loads(mpath.read_text())
+        same = _key_text(manifest.get("build", {}).get("key")) == _key_text(key)
+        if not same:
+            return False
+        from afpbench.dataset import DatasetReader
+
+        DatasetReader(final)  # shards present with the listed sizes
+        return True
+    except (ValueError, OSError, DatasetError):
+        return False
+
+
+def _check_partial(out: Path, name: str, key: dict[str, Any]) -> None:
+    """Refuse, before loading any model, a partial build that was made with other parameters."""
+    from afpbench.dataset import PARTIAL_DIR
+
+    info = out / PARTIAL_DIR / name / "info.json"
+    if info.is_file():
+        try:
+            old = json.loads(info.read_text()).get("resume_key")
+        except ValueError:
+            return
+        if old != _key_text(key):
+            raise DatasetError(
+                f"{info.parent} holds a partial build of '{name}' with other parameters; re-run with the same parameters to resume, "
+                f"or delete that folder to start over."
+            )
+
+
+def _partial_rows(writer) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Every written row's meta (deduplicated by id) and the row count of each rank's parts."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    metas: dict[str, dict[str, Any]] = {}
+    by_rank: dict[str, int] = {}
+    for part in sorted((writer.partial_dir / "parts").glob("part-*.arrow")):
+        rank = str(int(part.stem.split("-")[1][1:]))
+        with pa.memory_map(str(part)) as src:
+            table = ipc.open_file(src).read_all().select(["id", "meta"])
+        for rid, meta in zip(table.column("id").to_pylist(), table.column("meta").to_pylist()):
+            if rid not in metas:
+                metas[rid] = json.loads(meta or "{}")
+                by_rank[rank] = by_rank.get(rank, 0) + 1
+    return list(metas.values()), dict(sorted(by_rank.items(), key=lambda kv: int(kv[0])))
+
+
+def _choices(recipe, config: BuildConfig, count: int) -> dict[str, dict[str, Any]]:
+    out = {k: {"value": p.value, "note": p.note} for k, p in recipe.choices().items()}
+    for k, v in (config.params or {}).items():
+        out[k] = {"value": v, "note": f"overridden with --param (recipe: {recipe.params[k].value!r})"}
+    if count != recipe.count.value:
+        out["count"] = {"value": count, "note": f"overridden with --count (recipe: {recipe.count.value})"}
+    if config.source == "photos":
+        out["source"] = {"value": "photos", "note": "crops of the bundled real photos instead of the recipe's source (offline stand-in)"}
+    return out
+
+
+# -- generation loop ------------------------------------------------------------------
+class _Sink:
+    """Encodes and writes finished batches in a background thread while the model works."""
+
+    def __init__(self, writer, make_row, done: set[str], progress, flush_seconds: float):
+        self.writer, self.make_row, self.done, self.progress = writer, make_row, done, progress
+        self.flush_seconds = flush_seconds
+        self.queue: queue.Queue = queue.Queue(maxsize=2)  # bounded: memory stays flat
+        self.error: BaseException | None = None
+        self.written = 0
+        self.thread = threading.Thread(target=self._loop, name="afpbench-writer", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        last = time.monotonic()
+        while True:
+            job = self.queue.get()
+            if job is None:
+                return
+            if self.error is not None:
+                continue  # drain: the main thread will see the error
+            items, outputs = job
+            try:
+                n = 0
+                for item, out in zip(items, outputs):
+                    if item.id in self.done:
+                        continue  # a resumed batch: this row was written before
+                    self.writer.add(self.make_row(item, out), index=item.index)
+                    n += 1
+                if time.monotonic() - last >= self.flush_seconds:
+                    self.writer.flush()
+                    last = time.monotonic()
+                self.written += n
+                self.progress.update(n)
+            except BaseException as exc:  # surfaced to the main thread
+                self.error = exc
+
+    def put(self, items: list[WorkItem], outputs: list[Output]) -> None:
+        while True:
+            self.check()
+            try:
+                self.queue.put((items, outputs), timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        """Write everything queued so far, then stop the thread."""
+        while self.thread.is_alive():
+            try:
+                self.queue.put(None, timeout=0.2)
+                break
+            except queue.Full:
+                continue
+        self.thread.join()
+
+
+def _load_inputs(batch: list[WorkItem]) -> list[Any]:
+    from afpbench.sources import load_input
+
+    return [load_input(item) for item in batch]
+
+
+def _generate(backend, batches: list[list[WorkItem]], sink: _Sink) -> None:
+    if not batches:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="afpbench-inputs") as pool:
+        pending = pool.submit(_load_inputs, batches[0])
+        for k, batch in enumerate(batches):
+            inputs = pending.result()
+            if k + 1 < len(batches):
+                pending = pool.submit(_load_inputs, batches[k + 1])
+            outputs = backend.run(batch, inputs)
+            if len(outputs) != len(batch):
+                raise RuntimeError(f"{type(backend).__name__}.run returned {len(outputs)} outputs for {len(batch)} items")
+            sink.put(batch, outputs)
+
+
+# -- entry point ----------------------------------------------------------------------
+def build(recipe_name: str, config: BuildConfig | None = None) -> Path:
+    """Build (or resume, or find already built) the set ``recipe_name``; return its folder."""
+    from afpbench.catalog import get_generator, get_recipe
+    from afpbench.generate import backend_for
+    from afpbench.generate.base import check_param_keys, resolve_device, resolve_dtype, resolve_params
+    from afpbench.registry import BACKENDS
+
+    config = replace(config or BuildConfig())
+    config.params = dict(config.params or {})
+    recipe = get_recipe(recipe_name)
+    card = get_generator(recipe.generator) if recipe.generator else None
+    backend_name = backend_for(recipe, card)
+    check_param_keys(recipe, config.params)
+    if config.batch_size < 1:
+        raise AfpbenchError(f"--batch-size must be at least 1 (got {config.batch_size}).")
+    name = config.name or recipe.name
+    if not _NAME.match(name):
+        raise AfpbenchError(f"--name '{name}' is not a plain folder name; use letters, digits, '_', '-' or '.'.")
+    count = recipe.count.value if config.count is None else int(config.count)
+    seed = recipe.seed if config.seed is None else int(config.seed)
+    config.count, config.seed = count, seed
+
+    from afpbench.sources import plan as plan_rows
+
+    # Planning first: a missing or wrong --source fails before torch is even imported.
+    planned = plan_rows(recipe, config)
+    items = planned.items
+    if len(items) != count or len({it.id for it in items}) != count:
+        raise RuntimeError(f"source planned {len(items)} rows ({len({it.id for it in items})} distinct ids) for count {count}")
+
+    procs = _Processes.detect()
+    dtype = None
+    if backend_name != "sample":  # the sample backend copies images: no torch needed
+        config.device = resolve_device(config, procs.device)
+        dtype = config.dtype = resolve_dtype(config, card, config.device)
+    params = resolve_params(recipe, config)
+    key = {
+        "recipe": recipe.name, "version": recipe.version, "count": count, "seed": seed, "params": params,
+        "model": config.model or (card.model_id if card else None), "source": config.source, "dtype": dtype,
+    }
+    out = Path(config.out).expanduser()
+    final = out / name
+    if _already_built(final, key):
+        _log(config, procs, f"{final} is already built with these parameters; nothing to do.")
+        procs.close()
+        return final
+    _check_partial(out, name, key)
+
+    backend = BACKENDS.get(backend_name)(recipe, card, config)
+    t0 = time.monotonic()
+    provenance = backend.load()
+    load_seconds = time.monotonic() - t0
+
+    from afpbench.dataset import DatasetWriter, WriterOptions, encode_png, make_row, to_rgb
+
+    generator_info: dict[str, Any] = {"name": card.name, "license": card.license, "paper": card.paper, "url": card.url} if card else {}
+    generator_info.update({k: v for k, v in provenance.items() if v is not None or k in ("revision",)})
+    info = {
+        "recipe": {"name": recipe.name, "version": recipe.version, "params": params, "choices": _choices(recipe, config, count)},
+        "label": recipe.label,
+        "family": recipe.family,
+        "paper_name": recipe.paper_name,
+        "description": recipe.description,
+        "seed": seed,
+        "source": planned.info,
+        "generator": generator_info,
+        "resume_key": key,
+    }
+    writer = DatasetWriter(out, name, info=info, options=WriterOptions(rank=procs.rank))
+    done = writer.done_ids()
+    row_generator = card.name if card else ""
+
+    def to_row(item: WorkItem, output: Output) -> dict[str, Any]:
+        image = output.image
+        if output.data is not None:
+            data, fmt = output.data, (output.format or "png")
+        else:
+            data, fmt = encode_png(to_rgb(image)), "png"
+        return make_row(
+            id=item.id, image=data, label=recipe.label_id, dataset=name, family=recipe.family, generator=row_generator,
+            prompt=item.prompt, source=item.source, seed=item.seed, width=image.width, height=image.height, format=fmt,
+            meta={**item.meta, **output.meta},
+        )
+
+    b = config.batch_size
+    batches = [items[i : i + b] for i in range(0, count, b)]
+    mine = [batches[k] for k in procs.split(list(range(len(batches))))]
+    todo = [batch for batch in mine if any(it.id not in done for it in batch)]
+    total = sum(len(batch) for batch in mine)
+    already = total - sum(1 for batch in todo for it in batch if it.id not in done)
+    if already:
+        _log(config, procs, f"resuming '{name}': {len(done)} of {count} rows already written")
+
+    from tqdm.auto import tqdm
+
+    flush_seconds = float(os.environ.get(FLUSH_SECONDS_ENV, DEFAULT_FLUSH_SECONDS))
+    progress = tqdm(total=total, initial=already, unit="img", desc=name, disable=config.quiet or not procs.main, dynamic_ncols=True, smoothing=0.1)
+    t1 = time.monotonic()
+    sink = _Sink(writer, to_row, done, progress, flush_seconds)
+    try:
+        _generate(backend, todo, sink)
+    finally:
+        # Keep every finished row, even on an exception or Ctrl-C.
+        sink.close()
+        writer.flush()
+        progress.close()
+    sink.check()
+    generate_seconds = time.monotonic() - t1
+
+    procs.barrier()
+    if procs.main:
+        metas, by_rank = _partial_rows(writer)
+        build_info = {
+            "key": key,
+            "processes": procs.world,
+            "rows_by_rank": by_rank,
+            "batch_size": b,
+            "device": config.device,
+            "dtype": dtype,
+            "load_seconds": round(load_seconds, 3),
+            "generate_seconds": round(generate_seconds, 3),
+            "images_per_second": round(sink.written / generate_seconds, 3) if generate_seconds > 0 and sink.written else None,
+        }
+        if "torch" in sys.modules:
+            # CPU kernels split work by thread: identical bytes need the same thread count.
+            build_info["torch_threads"] = sys.modules["torch"].get_num_threads()
+        writer.finalize(extra_manifest={**backend.summarize(metas), "build": build_info})
+        _log(config, procs, f"built {final} ({count} rows)")
+    procs.barrier()
+    procs.close()
+    return final

@@ -1,0 +1,33 @@
+"""``afpbench build NAME``: regenerate or sample one test set into ``--out``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("build")
+@click.argument("name")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out"), show_default=True, help="Folder that receives <out>/<name>/.")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Rows to build (default: the recipe's count).")
+@click.option("--model", default=None, help="Hub id or local folder replacing the generator card's model (comma-separated per stage for cascades).")
+@click.option("--source", default=None, help="Input path(s): PATH, key=PATH,key=PATH for mixes, or 'photos' for the bundled photos.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available).")
+@click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32"]), default=None, help="Default: the card's dtype on GPU, fp32 on CPU.")
+@click.option("--seed", type=int, default=None, help="Recipe seed override (row seeds derive from it and the row id).")
+@click.option("--quiet", is_flag=True, help="No progress bar or messages.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a recipe parameter (recorded in the manifest); repeatable.")
+@click.option("--name", "out_name", default=None, help="Output set name (default: the recipe name).")
+def command(name, out, count, model, source, batch_size, device, dtype, seed, quiet, params, out_name):
+    """Build the test set NAME (see 'afpbench list'); an interrupted build resumes when re-run."""
+    from afpbench.build import build
+    from afpbench.generate.base import BuildConfig, parse_param_values
+
+    config = BuildConfig(
+        out=out, count=count, seed=seed, model=model, source=source, batch_size=batch_size, device=device, dtype=dtype,
+        quiet=quiet, params=parse_param_values(params), name=out_name,
+    )
+    path = build(name, config)
+    click.echo(str(path))
