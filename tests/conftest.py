@@ -13,6 +13,10 @@ import pytest
 for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ[key] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# `make test` runs two pytest workers on two cores: one torch thread each, or they
+# oversubscribe the CPU and small kernels slow down many times over (also in subprocesses).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 sys.path.insert(0, str(Path(__file__).parent))

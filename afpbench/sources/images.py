@@ -200,10 +200,7 @@ def plan_photos(recipe, config, n: int, *, size: int, min_scale: float = 0.35, c
     prefix = recipe.name if recipe.source.kind == "photos" else f"{recipe.name}/photos"
     items = []
     for i, crop in enumerate(photo_crops(n, seed=seed, size=size, min_scale=min_scale, prefix=prefix)):
-        flip = getattr(crop, "flip", None)
-        if flip is None:
-            # photo_crops does not report its flip; recover it by redoing the unflipped crop.
-            flip = _crop_photo(crop.photo, crop.box, size, False).tobytes() != crop.image.tobytes()
+        flip = crop.flip
         ref = {"kind": "photo", "photo": crop.photo, "box": list(crop.box), "size": size, "flip": bool(flip), "crop_mode": crop_mode}
         meta = {"photo": crop.photo, "crop_box": list(crop.box), "flip": bool(flip)}
         items.append(WorkItem(index=start_index + i, id=crop.id, seed=row_seed(seed, crop.id), prompt=photo_caption(crop.photo), source=crop.photo, image_ref=ref, meta=meta))

@@ -7,6 +7,7 @@ tests use them instead of random noise.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from typing import Iterator
@@ -58,8 +59,20 @@ def photo_names() -> list[str]:
     return [n for n, _ in _loaders()]
 
 
+@functools.lru_cache(maxsize=1)
+def _photo_images_cached() -> tuple[tuple[str, "object"], ...]:
+    return tuple(_load_photos())
+
+
 def photo_images() -> list[tuple[str, "object"]]:
-    """Every bundled photo as ``(name, RGB PIL image)``; missing packages are skipped."""
+    """Every bundled photo as ``(name, RGB PIL image)``; missing packages are skipped.
+
+    Loaded once per process (about 2 s); callers get copies so they may modify them.
+    """
+    return [(n, img.copy()) for n, img in _photo_images_cached()]
+
+
+def _load_photos() -> list[tuple[str, "object"]]:
     from PIL import Image
 
     from afpbench.dataset import to_rgb
@@ -82,6 +95,7 @@ class Crop:
     seed: int
     box: tuple[int, int, int, int]
     image: "object"
+    flip: bool = False
 
 
 def photo_crops(count: int, *, seed: int = 0, size: int = 256, min_scale: float = 0.35, prefix: str = "photos") -> Iterator[Crop]:
@@ -107,6 +121,7 @@ def photo_crops(count: int, *, seed: int = 0, size: int = 256, min_scale: float 
         x = rng.randint(0, img.width - side)
         y = rng.randint(0, img.height - side)
         crop = img.crop((x, y, x + side, y + side)).resize((size, size), Image.BICUBIC)
-        if rng.random() < 0.5:
+        flip = rng.random() < 0.5
+        if flip:
             crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-        yield Crop(rid, name, s, (x, y, x + side, y + side), crop)
+        yield Crop(rid, name, s, (x, y, x + side, y + side), crop, flip)
