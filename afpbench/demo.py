@@ -21,7 +21,6 @@ Models, and what their numbers mean:
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import time

@@ -30,8 +30,8 @@ from typing import Any, Callable, Iterator
 
 from afpbench.dataset import DatasetWriter, WriterOptions, encode_png, make_row, to_rgb
 from afpbench.errors import AfpbenchError
+from afpbench.sources.images import IMAGE_EXTENSIONS
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif"}
 # Decompression-bomb guard: the declared size is checked before any pixel is decoded.
 DEFAULT_MAX_PIXELS = 64_000_000
 # Modes kept as they are; everything else is converted to RGB (see the module doc).

@@ -28,7 +28,7 @@ def listing_rows(what: str, profile: str = "v3") -> tuple[list[str], list[list[s
         from afpbench.registry import DETECTORS
 
         try:  # registering the bundled detectors is lazy: no torch import here
-            import afpbench.detectors  # noqa: F401
+            import afpbench.detectors  # noqa: F401  (registers the bundled detectors)
         except ImportError:
             pass
         return ["name", "implemented by"], [[n, DETECTORS.target(n) or "(registered)"] for n in DETECTORS.names()]

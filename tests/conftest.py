@@ -40,3 +40,20 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def sd(tmp_path_factory):
+    """A tiny random Stable Diffusion pipeline saved with save_pretrained (built once per worker)."""
+    from afpbench.generate.tiny import build_tiny_pipeline
+
+    return build_tiny_pipeline("sd", tmp_path_factory.mktemp("tiny") / "sd")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """One intra-op torch thread per pytest worker (OMP_NUM_THREADS above covers torch
+    imported later; this covers a torch that a plugin imported first)."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    yield

@@ -14,26 +14,12 @@ from afpbench.build import build
 from afpbench.dataset import open_dataset, verify
 from afpbench.errors import AfpbenchError
 from afpbench.generate.base import BuildConfig, parse_param_values
-from afpbench.generate.tiny import build_tiny_pipeline
 
 SMALL = {"height": 32, "width": 32, "num_inference_steps": 2}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: the suite runs two pytest workers on two cores, and torch's
-    default (one thread per core in each worker) oversubscribes the CPU many times over."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def sd(tmp_path_factory) -> Path:
-    return build_tiny_pipeline("sd", tmp_path_factory.mktemp("tiny") / "sd")
 
 
 @pytest.fixture(scope="module")

@@ -21,26 +21,12 @@ import pytest
 from afpbench.build import _Processes, build
 from afpbench.dataset import open_dataset, verify
 from afpbench.generate.base import BuildConfig
-from afpbench.generate.tiny import build_tiny_pipeline
 
 PARAMS = {"height": 32, "width": 32, "num_inference_steps": 2}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: the suite runs two pytest workers on two cores, and torch's
-    default (one thread per core in each worker) oversubscribes the CPU many times over."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def sd(tmp_path_factory) -> Path:
-    return build_tiny_pipeline("sd", tmp_path_factory.mktemp("tiny") / "sd")
 
 
 @pytest.fixture(scope="module")

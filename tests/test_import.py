@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,8 +16,7 @@ from conftest import run_cli
 from _images import write_messy_folder
 
 from afpbench.dataset import decode_image, open_dataset, verify
-from afpbench.errors import AfpbenchError
-from afpbench.importer import ImportConfig, import_archive, import_set
+from afpbench.importer import ImportConfig, import_set
 
 
 @pytest.fixture(scope="module")

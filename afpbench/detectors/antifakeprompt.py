@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from afpbench.detectors.base import Variant, WeightsSource, check_state_dict, load_safetensors, read_saved, torch_load
+from afpbench.detectors.base import Variant, WeightsSource, check_state_dict, torch_load
 from afpbench.detectors.instructblip import CODE, LICENSE, PAPER, InstructBlipYesNo
 from afpbench.errors import AfpbenchError, WeightsError
 
@@ -104,14 +104,10 @@ class AntifakePrompt(InstructBlipYesNo):
 
     # -- weights -------------------------------------------------------------------------
     def read_weights(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        own = self.read_own_weights()
+        if own is not None:
+            return own
         p = self.weights_path
-        if p is None:
-            return None, {}
-        if p.is_dir():
-            meta, tensors = read_saved(p, self.name)
-            return tensors, meta
-        if p.suffix == ".safetensors":
-            return load_safetensors(p), {}
         obj = torch_load(p)
         if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
             raise WeightsError(f"{p} is not a LAVIS checkpoint: expected a dict whose 'model' entry holds {LAVIS_QFORMER_KEY} and {LAVIS_LLM_KEY}; use a released AntifakePrompt .pth.")

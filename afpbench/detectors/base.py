@@ -316,6 +316,20 @@ class Detector:
     default_threshold_policy: ClassVar[str] = "fixed 0.5 on P(fake)"
     cuda_dtype: ClassVar[str] = "float32"
 
+    def read_own_weights(self) -> tuple[dict[str, Any] | None, dict[str, Any]] | None:
+        """Weights in afpbench's own formats: ``(None, {})`` without weights, ``(tensors,
+        meta)`` for a folder saved by ``afpbench train`` or a bare .safetensors file, and
+        ``None`` for any other file (a released format the subclass reads itself)."""
+        p = self.weights_path
+        if p is None:
+            return None, {}
+        if p.is_dir():
+            meta, tensors = read_saved(p, self.name)
+            return tensors, meta
+        if p.suffix == ".safetensors":
+            return load_safetensors(p), {}
+        return None
+
     def __init__(
         self,
         tag: str | None = None,

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from afpbench.detectors.base import Variant, check_state_dict, load_safetensors, read_saved
+from afpbench.detectors.base import Variant, check_state_dict
 from afpbench.detectors.instructblip import CODE, LICENSE, PAPER, InstructBlipYesNo
 from afpbench.errors import WeightsError
 
@@ -37,14 +37,10 @@ class InstructBlipLora(InstructBlipYesNo):
     choices = ["LoRA config r=8, alpha=32, dropout 0.1 on q_proj/v_proj of the LLM, as the authors' LAVIS LoRA baseline; adapters kept in float32."]
 
     def read_weights(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        own = self.read_own_weights()
+        if own is not None:
+            return own
         p = self.weights_path
-        if p is None:
-            return None, {}
-        if p.is_dir():
-            meta, tensors = read_saved(p, self.name)
-            return tensors, meta
-        if p.suffix == ".safetensors":
-            return load_safetensors(p), {}
         raise WeightsError(f"{p} is not LoRA weights afpbench can read; pass the folder written by 'afpbench train --detector instructblip_lora'.")
 
     def before_prompt(self) -> None:

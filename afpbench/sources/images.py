@@ -23,7 +23,7 @@ from typing import Any
 
 from afpbench.errors import AfpbenchError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif")
 
 # One plain caption per bundled photo (afpbench/sources/photos.py), used as the prompt when
 # a recipe that needs one (sd2ip, sd2sr, stylization) runs on --source photos.
