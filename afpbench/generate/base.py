@@ -191,18 +191,19 @@ def looks_like_path(ref: str) -> bool:
 
 
 def hash_path(path: str | Path) -> str:
-    """sha256 over a file, or over a folder's relative file names and contents (sorted).
+    """sha256 of a file (what ``sha256sum`` prints), or over a folder's relative file
+    names and contents (sorted).
 
     Recorded as the revision of a locally loaded model so that two builds can tell
     whether they used the same weights.
     """
+    from afpbench.dataset import sha256_file
+
     path = Path(path)
+    if path.is_file():
+        return "sha256:" + sha256_file(path)
     h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        rel = f.name if f == path else f.relative_to(path).as_posix()
-        h.update(rel.encode() + b"\0")
-        with open(f, "rb") as fh:
-            while block := fh.read(1 << 20):
-                h.update(block)
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        h.update(bytes.fromhex(sha256_file(f)))
     return "sha256:" + h.hexdigest()

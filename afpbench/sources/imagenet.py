@@ -48,6 +48,7 @@ def plan_folder(recipe, config, key: str, root: str, n: int, start_index: int, *
     files = list_imagenet(str(base))
     if not files:
         raise AfpbenchError(f"No image found under {root}; pass an ImageNet-style folder (class sub-folders of .JPEG files).")
+    n_classes = sum(1 for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
     seed = recipe.seed if config.seed is None else config.seed
     picks = sample_indices(len(files), n, row_seed(seed, f"{recipe.name}:{key}"))
     items = []
@@ -56,11 +57,16 @@ def plan_folder(recipe, config, key: str, root: str, n: int, start_index: int, *
         stem = rel.rsplit("/", 1)[-1].rsplit(".", 1)[0]
         rid = f"{recipe.name}/{stem}" + (f"~{rep}" if rep else "")
         meta: dict[str, Any] = {"file": rel}
-        if label is not None:
-            meta.update(class_index=label, wnid=wnid)
+        if wnid is not None:
+            meta["wnid"] = wnid
+        # Sorted wnids give the standard ImageNet-1k indices only for the full 1,000
+        # classes; for a subset the index would name the wrong class, so the attacks
+        # then fall back to the classifier's clean prediction.
+        if label is not None and n_classes == 1000:
+            meta["class_index"] = label
         ref = {"kind": "file", "path": str(base / rel), "crop": size, "crop_mode": "center"}
         items.append(WorkItem(index=start_index + i, id=rid, seed=row_seed(seed, rid), source=rel, image_ref=ref, meta=meta))
-    info = {"path": str(base), "images": len(files), "rows": n, "labelled": files[0][1] is not None, "repeated": n > len(files)}
+    info = {"path": str(base), "images": len(files), "rows": n, "labelled": n_classes == 1000, "repeated": n > len(files)}
     return items, info
 
 
