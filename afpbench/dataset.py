@@ -27,7 +27,6 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -217,13 +216,9 @@ class _Fingerprint:
 
 
 def library_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for lib in LIBRARIES:
-        try:
-            out[lib] = metadata.version(lib)
-        except metadata.PackageNotFoundError:
-            out[lib] = None
-    return out
+    from afpbench.envinfo import version
+
+    return {lib: version(lib) for lib in LIBRARIES}
 
 
 # -- atomic file helpers --------------------------------------------------------------

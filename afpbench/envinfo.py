@@ -11,7 +11,7 @@ from typing import Any
 PACKAGES = ("afpbench", "torch", "diffusers", "transformers", "datasets", "accelerate", "huggingface_hub", "torchattacks", "peft", "pyarrow", "pillow", "numpy")
 
 
-def _version(pkg: str) -> str | None:
+def version(pkg: str) -> str | None:
     try:
         return metadata.version(pkg)
     except metadata.PackageNotFoundError:
@@ -21,7 +21,7 @@ def _version(pkg: str) -> str | None:
 def environment(full: bool = False) -> dict[str, Any]:
     """Versions of python and the stack; with ``full``, also torch's CUDA/GPU view (imports torch)."""
     out: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
-    out.update({p: _version(p) for p in PACKAGES})
+    out.update({p: version(p) for p in PACKAGES})
     if full:
         try:
             import torch
@@ -38,6 +38,8 @@ def environment(full: bool = False) -> dict[str, Any]:
 def git_state(path: Path | None = None) -> tuple[str | None, bool | None]:
     """(commit, dirty) of the afpbench checkout, or (None, None) outside a git clone."""
     root = path or Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():  # an installed wheel: not our checkout
+        return None, None
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         if commit.returncode != 0:

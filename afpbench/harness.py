@@ -26,12 +26,10 @@ import hashlib
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -137,19 +135,14 @@ def _gather(state: Any, obj: Any) -> list[Any]:
 
 
 # -- provenance ---------------------------------------------------------------------------
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def environment() -> dict[str, Any]:
-    """Versions and hardware for the results file."""
+    """Versions and hardware for the results file (torch only if already imported)."""
+    from afpbench.envinfo import version
+
     env: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        **{lib: _version(lib) for lib in ("numpy", "torch", "transformers", "diffusers", "datasets", "accelerate")},
+        **{lib: version(lib) for lib in ("numpy", "torch", "transformers", "diffusers", "datasets", "accelerate")},
         "cuda": None,
         "gpu_name": None,
     }
@@ -164,17 +157,10 @@ def environment() -> dict[str, Any]:
 
 def git_info() -> dict[str, Any]:
     """Commit and dirty flag of the afpbench checkout (nulls for an installed wheel)."""
-    root = Path(__file__).resolve().parent.parent
-    if not (root / ".git").exists():
-        return {"commit": None, "dirty": None}
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return {"commit": None, "dirty": None}
-    if commit.returncode != 0:
-        return {"commit": None, "dirty": None}
-    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None}
+    from afpbench.envinfo import git_state
+
+    commit, dirty = git_state()
+    return {"commit": commit, "dirty": dirty}
 
 
 def peak_rss_bytes() -> int:
