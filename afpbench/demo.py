@@ -22,6 +22,7 @@ Models, and what their numbers mean:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ class DemoSize:
 
 
 SIZES = {
-    "full": DemoSize(rows=100, train_rows=60, image_size=160, steps=4, poison_steps=40, epochs_cnn=3, epochs_afp=4, bootstrap=1000, perturb="jpeg:75"),
+    "full": DemoSize(rows=100, train_rows=60, image_size=160, steps=3, poison_steps=40, epochs_cnn=3, epochs_afp=4, bootstrap=1000, perturb="jpeg:75"),
     "check": DemoSize(rows=24, train_rows=24, image_size=128, steps=2, poison_steps=20, epochs_cnn=2, epochs_afp=3, bootstrap=200, perturb="jpeg:75"),
 }
 # Fake sets with a training split; the real training set has as many rows as they have
@@ -109,6 +110,9 @@ class _Steps:
 
 
 def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = click.echo) -> DemoReport:
+    # Library notices (e.g. "CLIPImageProcessor requires torchvision", which we never
+    # install) would bury the demo's own report; errors still show.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     size = SIZES["check" if cfg.check else "full"]
     out = cfg.out.resolve()
     if out.exists() and not cfg.keep:
