@@ -252,7 +252,7 @@ class Reject:
 class WriterOptions:
     shard_bytes: int = DEFAULT_SHARD_BYTES
     flush_rows: int = 256
-    flush_bytes: int = 64 * 1024 * 1024
+    flush_bytes: int = 16 * 1024 * 1024
     rank: int = 0
 
 
@@ -395,7 +395,11 @@ class DatasetWriter:
             if rid not in seen:
                 seen.add(rid)
                 keep.append(pos)
-        sizes = pa.compute.binary_length(table.column("image").combine_chunks().field("bytes")).to_numpy(zero_copy_only=False)
+        # Per chunk: combine_chunks() would copy every image into one buffer.
+        import numpy as np
+
+        sizes = np.concatenate([pa.compute.binary_length(ch.field("bytes")).to_numpy(zero_copy_only=False)
+                                for ch in table.column("image").chunks]) if table.num_rows else np.zeros(0)
         # Cut shards by size, in final row order.
         groups: list[list[int]] = [[]]
         acc = 0
@@ -413,15 +417,19 @@ class DatasetWriter:
         shards, counts, formats = [], {n: 0 for n in LABEL_NAMES}, {}
         schema = arrow_schema()
         for k, group in enumerate(groups):
-            sub = table.take(pa.array(group, pa.int64())).drop_columns(["_index"]).cast(schema)
-            fp.update(sub)
             rel = f"data/test-{k:05d}-of-{len(groups):05d}.parquet"
-            pq.write_table(sub, tmp_dir / rel, row_group_size=ROW_GROUP_ROWS, compression="none", write_statistics=False)
-            shards.append({"path": rel, "sha256": sha256_file(tmp_dir / rel), "num_rows": sub.num_rows, "bytes": (tmp_dir / rel).stat().st_size})
-            for lab in sub.column("label").to_pylist():
-                counts[LABEL_NAMES[lab]] += 1
-            for f in sub.column("format").to_pylist():
-                formats[f] = formats.get(f, 0) + 1
+            # One row group at a time: memory stays at a row group, not a shard.
+            with pq.ParquetWriter(tmp_dir / rel, schema, compression="none", write_statistics=False) as pw:
+                for lo in range(0, len(group), ROW_GROUP_ROWS):
+                    sub = table.take(pa.array(group[lo:lo + ROW_GROUP_ROWS], pa.int64())).drop_columns(["_index"]).cast(schema)
+                    fp.update(sub)
+                    pw.write_table(sub, row_group_size=ROW_GROUP_ROWS)
+                    for lab in sub.column("label").to_pylist():
+                        counts[LABEL_NAMES[lab]] += 1
+                    for f in sub.column("format").to_pylist():
+                        formats[f] = formats.get(f, 0) + 1
+                    del sub
+            shards.append({"path": rel, "sha256": sha256_file(tmp_dir / rel), "num_rows": len(group), "bytes": (tmp_dir / rel).stat().st_size})
         manifest = {
             "schema_version": MANIFEST_SCHEMA_VERSION,
             "name": self.name,

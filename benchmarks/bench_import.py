@@ -90,7 +90,9 @@ def main() -> None:
         big = tmp / "in_big"
         big.mkdir()
         files = sorted((tmp / "in").glob("*.png"))
-        n_small = max(10, args.n // 10)
+        # Large enough that the writer's flush buffer (16 MB) and the allocator's pools
+        # are filled at N already: what remains is growth with N.
+        n_small = max(10, args.n // 3)
         for i, f in enumerate(files[:n_small]):
             os.link(f, small / f.name)
         # the 10x folder reuses the same pixels with new names, shifted so none is a duplicate
