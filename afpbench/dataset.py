@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -381,25 +382,55 @@ class DatasetWriter:
                 f"No image could be added to '{self.name}' ({len(rejects)} input(s) rejected); nothing was written. "
                 "Check the input path and the rejects reported above."
             )
-        tables = []
-        for p in part_files:
+        # Only the small columns are read for ordering; image bytes are read later, a
+        # part at a time, so memory stays at a few parts however large the set is
+        # (a memory map would be cheap to open but its touched pages count as RSS).
+        ids_all: list[str] = []
+        idx_all: list[int] = []
+        loc: list[tuple[int, int]] = []
+        size_all: list[int] = []
+        for pno, p in enumerate(part_files):
             with pa.memory_map(str(p)) as src:
-                tables.append(ipc.open_file(src).read_all())
-        table = pa.concat_tables(tables)
-        # Sort by (index, id); a row added twice (a resumed process redoing its last
-        # unflushed rows is impossible, but two ranks may overlap) is kept once.
-        order = pa.compute.sort_indices(table, sort_keys=[("_index", "ascending"), ("id", "ascending")])
-        ids = table.column("id").take(order).to_pylist()
+                t = ipc.open_file(src).read_all()
+                ids_all.extend(t.column("id").to_pylist())
+                idx_all.extend(t.column("_index").to_pylist())
+                for ch in t.column("image").chunks:  # offsets only, no image bytes
+                    size_all.extend(pa.compute.binary_length(ch.field("bytes")).to_pylist())
+                loc.extend((pno, r) for r in range(t.num_rows))
+                del t
+        # Sort by (index, id); a row added twice (two ranks overlapping) is kept once.
         keep, seen = [], set()
-        for pos, rid in zip(order.to_pylist(), ids):
-            if rid not in seen:
-                seen.add(rid)
+        for pos in sorted(range(len(ids_all)), key=lambda i: (idx_all[i], ids_all[i])):
+            if ids_all[pos] not in seen:
+                seen.add(ids_all[pos])
                 keep.append(pos)
-        # Per chunk: combine_chunks() would copy every image into one buffer.
-        import numpy as np
+        sizes = size_all
+        cache: OrderedDict[int, pa.Table] = OrderedDict()
+        # Rows of K ranks interleave, so a row group draws on K parts at once.
+        max_cached = len({p.name.split("-")[1] for p in part_files}) + 1
 
-        sizes = np.concatenate([pa.compute.binary_length(ch.field("bytes")).to_numpy(zero_copy_only=False)
-                                for ch in table.column("image").chunks]) if table.num_rows else np.zeros(0)
+        def part(pno: int) -> pa.Table:
+            if pno in cache:
+                cache.move_to_end(pno)
+                return cache[pno]
+            with pa.OSFile(str(part_files[pno])) as fh:
+                cache[pno] = ipc.open_file(fh).read_all()
+            while len(cache) > max_cached:
+                cache.popitem(last=False)
+            return cache[pno]
+
+        def take(positions: list[int]) -> pa.Table:
+            pieces, run_part, run_rows = [], None, []
+            for pos in positions + [-1]:
+                pno, r = loc[pos] if pos >= 0 else (None, None)
+                if pno != run_part and run_rows:
+                    pieces.append(part(run_part).take(pa.array(run_rows, pa.int64())))
+                    run_rows = []
+                run_part = pno
+                if pos >= 0:
+                    run_rows.append(r)
+            return pa.concat_tables(pieces)
+
         # Cut shards by size, in final row order.
         groups: list[list[int]] = [[]]
         acc = 0
@@ -421,7 +452,7 @@ class DatasetWriter:
             # One row group at a time: memory stays at a row group, not a shard.
             with pq.ParquetWriter(tmp_dir / rel, schema, compression="none", write_statistics=False) as pw:
                 for lo in range(0, len(group), ROW_GROUP_ROWS):
-                    sub = table.take(pa.array(group[lo:lo + ROW_GROUP_ROWS], pa.int64())).drop_columns(["_index"]).cast(schema)
+                    sub = take(group[lo:lo + ROW_GROUP_ROWS]).drop_columns(["_index"]).cast(schema)
                     fp.update(sub)
                     pw.write_table(sub, row_group_size=ROW_GROUP_ROWS)
                     for lab in sub.column("label").to_pylist():
@@ -449,7 +480,7 @@ class DatasetWriter:
         from afpbench.card import render_card
 
         atomic_write_text(tmp_dir / "README.md", card if card is not None else render_card(manifest))
-        del table, tables
+        cache.clear()
         _swap_in(tmp_dir, self.final_dir)
         self.abandon()
         return manifest

@@ -93,9 +93,8 @@ def main() -> None:
         # Large enough that the writer's flush buffer (16 MB) and the allocator's pools
         # are filled at N already: what remains is growth with N.
         n_small = max(10, args.n // 3)
-        for i, f in enumerate(files[:n_small]):
-            os.link(f, small / f.name)
-        # the 10x folder reuses the same pixels with new names, shifted so none is a duplicate
+        # the 10x folder reuses the same pixels with new names, shifted so none is a
+        # duplicate; the N folder is its first tenth, so both have the same bytes per image
         from PIL import Image
 
         for k in range(10):
@@ -103,6 +102,8 @@ def main() -> None:
                 img = Image.open(f).convert("RGB")
                 img.putpixel((0, 0), (k, i % 256, 7))
                 img.save(big / f"{k:02d}-{f.name}", compress_level=1)
+                if k == 0:
+                    os.link(big / f"{k:02d}-{f.name}", small / f"{k:02d}-{f.name}")
         rss_small = child_peak_rss(small, tmp / "out_small")
         rss_big = child_peak_rss(big, tmp / "out_big")
         print(f"peak RSS import of {n_small:5d} images: {rss_small:7.1f} MiB")
