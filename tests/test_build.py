@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import fail_diffusion_batch
 
 from afpbench.build import build
 from afpbench.dataset import open_dataset, verify
@@ -199,19 +200,7 @@ def test_failed_rebuild_keeps_the_existing_dataset(tmp_path, sd, captions):
 
 def test_errors_during_generation_keep_finished_rows(tmp_path, sd, captions, monkeypatch):
     """A crash mid-build: finished batches are on disk, the final folder is not touched."""
-    from afpbench.generate.diffusion import DiffusionBackend
-
-    monkeypatch.setenv("AFPBENCH_FLUSH_SECONDS", "0")
-    real = DiffusionBackend.run
-    calls = {"n": 0}
-
-    def flaky(self, items, inputs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("out of memory (simulated)")
-        return real(self, items, inputs)
-
-    monkeypatch.setattr(DiffusionBackend, "run", flaky)
+    fail_diffusion_batch(monkeypatch, 3, RuntimeError("out of memory (simulated)"))
     with pytest.raises(RuntimeError, match="simulated"):
         build("sd2", _cfg(tmp_path, sd, captions, count=6, batch_size=1))
     parts = list((tmp_path / ".afpbench-partial" / "sd2" / "parts").glob("part-*.arrow"))

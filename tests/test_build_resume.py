@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import fail_diffusion_batch
 
 from afpbench.build import build
 from afpbench.dataset import PARTIAL_DIR, open_dataset, verify
@@ -91,17 +92,8 @@ def test_sigkill_mid_build_then_resume(tmp_path, sd, captions, reference):
 def test_interrupt_resume_and_refusal_of_other_parameters(tmp_path, sd, captions, reference, monkeypatch):
     from afpbench.generate.diffusion import DiffusionBackend
 
-    monkeypatch.setenv("AFPBENCH_FLUSH_SECONDS", "0")
     real_run = DiffusionBackend.run
-    calls = {"n": 0}
-
-    def interrupted(self, items, inputs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt  # Ctrl-C between batches
-        return real_run(self, items, inputs)
-
-    monkeypatch.setattr(DiffusionBackend, "run", interrupted)
+    fail_diffusion_batch(monkeypatch, 4, KeyboardInterrupt())  # Ctrl-C between batches
     with pytest.raises(KeyboardInterrupt):
         build("sd2", _cfg(tmp_path, sd, captions))
     done = sum(open_dataset_rows(p) for p in _parts(tmp_path))
