@@ -44,7 +44,14 @@ PARTIAL_DIR = ".afpbench-partial"
 # sets stay in one file (the Hub's viewer and streaming work best below ~500 MB).
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
 # Images are read back one row group at a time; small groups keep readers' memory flat.
+# Groups are cut by rows and by bytes: 64 rows of 1024 px PNGs would be ~100 MB.
 ROW_GROUP_ROWS = 64
+ROW_GROUP_BYTES = 16 * 1024 * 1024
+DICTIONARY_COLUMNS = ["dataset", "family", "generator", "format"]
+# A flushed part is written as record batches of at most this many image bytes, and
+# finalize reads it back one such batch at a time: both hold a few MB whatever the
+# flush buffer or the set size (converting a whole 16 MB buffer at once cost ~4x that).
+PART_BATCH_BYTES = 2 * 1024 * 1024
 # Columns of every set, in order. `meta` is a JSON object string for recipe-specific
 # fields (crop box, attack predictions, original mode of a converted import...).
 COLUMNS = ("id", "image", "label", "dataset", "family", "generator", "prompt", "source", "seed", "width", "height", "format", "meta")
@@ -186,6 +193,31 @@ def _rows_to_batch(rows: list[dict[str, Any]], indices: list[int]) -> pa.RecordB
     return pa.RecordBatch.from_pydict(cols, schema=_part_schema())
 
 
+def _release_arrow_memory() -> None:
+    """Hand freed Arrow buffers back to the OS.
+
+    Arrow's default pool (mimalloc in current wheels) keeps freed pages for reuse, and
+    with image-sized buffers of varying sizes the kept pages grow with the number of
+    flushes and row groups: memory would grow with the set instead of staying flat.
+    Called once per record batch of a flushed part and per written row group (a few MB
+    each), where its cost is lost in the I/O.
+    """
+    pa.default_memory_pool().release_unused()
+
+
+def _runs(sizes: list[int], max_bytes: int, max_rows: int | None = None) -> Iterator[tuple[int, int]]:
+    """Consecutive [lo, hi) runs whose byte sizes sum to at most ``max_bytes`` (and at most
+    ``max_rows`` items); an item larger than ``max_bytes`` gets a run of its own."""
+    lo, acc = 0, 0
+    for i, n in enumerate(sizes):
+        if i > lo and (acc + n > max_bytes or (max_rows is not None and i - lo >= max_rows)):
+            yield lo, i
+            lo, acc = i, 0
+        acc += n
+    if lo < len(sizes):
+        yield lo, len(sizes)
+
+
 # -- hashing --------------------------------------------------------------------------
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
@@ -207,10 +239,13 @@ class _Fingerprint:
 
     def update(self, table: pa.Table) -> None:
         cols = {c: table.column(c).to_pylist() for c in COLUMNS if c != "image"}
-        images = table.column("image").combine_chunks().field("bytes")
-        for i in range(table.num_rows):
-            self._h.update(hashlib.sha256(images[i].as_py()).digest())
-            self._h.update(json.dumps([cols[c][i] for c in cols], ensure_ascii=False).encode())
+        i = 0
+        for chunk in table.column("image").chunks:  # chunk by chunk: no combined copy
+            images = chunk.field("bytes")
+            for k in range(len(chunk)):
+                self._h.update(hashlib.sha256(images[k].as_buffer()).digest())
+                self._h.update(json.dumps([cols[c][i] for c in cols], ensure_ascii=False).encode())
+                i += 1
 
     def hexdigest(self) -> str:
         return self._h.hexdigest()
@@ -347,9 +382,10 @@ class DatasetWriter:
         parts = self.partial_dir / "parts"
         if self._rows:
             tmp = parts / f".{stem}.tmp"
-            batch = _rows_to_batch(self._rows, self._indices)
-            with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, batch.schema) as w:
-                w.write_batch(batch)
+            with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, _part_schema()) as w:
+                for lo, hi in _runs([len(r["image"]["bytes"]) for r in self._rows], PART_BATCH_BYTES):
+                    w.write_batch(_rows_to_batch(self._rows[lo:hi], self._indices[lo:hi]))
+                    _release_arrow_memory()
             os.replace(tmp, parts / f"{stem}.arrow")
             if self._done is not None:
                 self._done.update(r["id"] for r in self._rows)
@@ -387,59 +423,54 @@ class DatasetWriter:
         # (a memory map would be cheap to open but its touched pages count as RSS).
         ids_all: list[str] = []
         idx_all: list[int] = []
-        loc: list[tuple[int, int]] = []
-        size_all: list[int] = []
+        loc: list[tuple[int, int, int]] = []  # (part, record batch, row in batch)
+        sizes: list[int] = []
         for pno, p in enumerate(part_files):
             with pa.memory_map(str(p)) as src:
-                t = ipc.open_file(src).read_all()
-                ids_all.extend(t.column("id").to_pylist())
-                idx_all.extend(t.column("_index").to_pylist())
-                for ch in t.column("image").chunks:  # offsets only, no image bytes
-                    size_all.extend(pa.compute.binary_length(ch.field("bytes")).to_pylist())
-                loc.extend((pno, r) for r in range(t.num_rows))
-                del t
+                reader = ipc.open_file(src)
+                for bno in range(reader.num_record_batches):
+                    b = reader.get_batch(bno)
+                    ids_all.extend(b.column("id").to_pylist())
+                    idx_all.extend(b.column("_index").to_pylist())
+                    sizes.extend(pa.compute.binary_length(b.column("image").field("bytes")).to_pylist())  # offsets only
+                    loc.extend((pno, bno, r) for r in range(b.num_rows))
+                    del b
+                del reader
         # Sort by (index, id); a row added twice (two ranks overlapping) is kept once.
         keep, seen = [], set()
         for pos in sorted(range(len(ids_all)), key=lambda i: (idx_all[i], ids_all[i])):
             if ids_all[pos] not in seen:
                 seen.add(ids_all[pos])
                 keep.append(pos)
-        sizes = size_all
-        cache: OrderedDict[int, pa.Table] = OrderedDict()
+        cache: OrderedDict[tuple[int, int], pa.RecordBatch] = OrderedDict()
         # Rows of K ranks interleave, so a row group draws on K parts at once.
         max_cached = len({p.name.split("-")[1] for p in part_files}) + 1
 
-        def part(pno: int) -> pa.Table:
-            if pno in cache:
-                cache.move_to_end(pno)
-                return cache[pno]
-            with pa.OSFile(str(part_files[pno])) as fh:
-                cache[pno] = ipc.open_file(fh).read_all()
+        def batch(key: tuple[int, int]) -> pa.RecordBatch:
+            if key in cache:
+                cache.move_to_end(key)
+                return cache[key]
+            # A plain file read of one record batch: only its bytes come into memory.
+            with pa.OSFile(str(part_files[key[0]])) as fh:
+                cache[key] = ipc.open_file(fh).get_batch(key[1])
             while len(cache) > max_cached:
                 cache.popitem(last=False)
-            return cache[pno]
+            return cache[key]
 
         def take(positions: list[int]) -> pa.Table:
-            pieces, run_part, run_rows = [], None, []
+            pieces, run_key, run_rows = [], None, []
             for pos in positions + [-1]:
-                pno, r = loc[pos] if pos >= 0 else (None, None)
-                if pno != run_part and run_rows:
-                    pieces.append(part(run_part).take(pa.array(run_rows, pa.int64())))
+                key, r = (loc[pos][:2], loc[pos][2]) if pos >= 0 else (None, None)
+                if key != run_key and run_rows:
+                    pieces.append(pa.Table.from_batches([batch(run_key).take(pa.array(run_rows, pa.int64()))]))
                     run_rows = []
-                run_part = pno
+                run_key = key
                 if pos >= 0:
                     run_rows.append(r)
             return pa.concat_tables(pieces)
 
         # Cut shards by size, in final row order.
-        groups: list[list[int]] = [[]]
-        acc = 0
-        for pos in keep:
-            if groups[-1] and acc + sizes[pos] > self.opts.shard_bytes:
-                groups.append([])
-                acc = 0
-            groups[-1].append(pos)
-            acc += int(sizes[pos])
+        groups = [keep[lo:hi] for lo, hi in _runs([sizes[pos] for pos in keep], self.opts.shard_bytes)]
 
         tmp_dir = self.out_dir / f".{self.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -450,11 +481,14 @@ class DatasetWriter:
         for k, group in enumerate(groups):
             rel = f"data/test-{k:05d}-of-{len(groups):05d}.parquet"
             # One row group at a time: memory stays at a row group, not a shard.
-            with pq.ParquetWriter(tmp_dir / rel, schema, compression="none", write_statistics=False) as pw:
-                for lo in range(0, len(group), ROW_GROUP_ROWS):
-                    sub = take(group[lo:lo + ROW_GROUP_ROWS]).drop_columns(["_index"]).cast(schema)
+            # Dictionary encoding only for the short repeated columns: trying it on image
+            # bytes would hash a whole row group of images before falling back.
+            with pq.ParquetWriter(tmp_dir / rel, schema, compression="none", write_statistics=False, use_dictionary=DICTIONARY_COLUMNS) as pw:
+                for lo, hi in _runs([sizes[pos] for pos in group], ROW_GROUP_BYTES, ROW_GROUP_ROWS):
+                    sub = take(group[lo:hi]).drop_columns(["_index"]).cast(schema)
                     fp.update(sub)
-                    pw.write_table(sub, row_group_size=ROW_GROUP_ROWS)
+                    pw.write_table(sub, row_group_size=len(sub))
+                    _release_arrow_memory()
                     for lab in sub.column("label").to_pylist():
                         counts[LABEL_NAMES[lab]] += 1
                     for f in sub.column("format").to_pylist():

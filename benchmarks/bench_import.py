@@ -90,20 +90,25 @@ def main() -> None:
         big = tmp / "in_big"
         big.mkdir()
         files = sorted((tmp / "in").glob("*.png"))
-        # Large enough that the writer's flush buffer (16 MB) and the allocator's pools
-        # are filled at N already: what remains is growth with N.
-        n_small = max(10, args.n // 3)
+        # N must be past the start-up transient: the writer's flush buffer filled and
+        # written at least twice, so what differs at 10N is growth with N only.
+        from afpbench.dataset import WriterOptions
+
+        per_image = sum(f.stat().st_size for f in files) / len(files)
+        n_small = max(10, args.n // 3, int(2.5 * WriterOptions().flush_bytes / per_image) + 1)
         # the 10x folder reuses the same pixels with new names, shifted so none is a
         # duplicate; the N folder is its first tenth, so both have the same bytes per image
         from PIL import Image
 
         for k in range(10):
-            for i, f in enumerate(files[:n_small]):
+            for i in range(n_small):
+                f = files[i % len(files)]
                 img = Image.open(f).convert("RGB")
-                img.putpixel((0, 0), (k, i % 256, 7))
-                img.save(big / f"{k:02d}-{f.name}", compress_level=1)
+                img.putpixel((0, 0), (k, i % 256, i // 256))
+                name = f"{k:02d}-{i:06d}.png"
+                img.save(big / name, compress_level=1)
                 if k == 0:
-                    os.link(big / f"{k:02d}-{f.name}", small / f"{k:02d}-{f.name}")
+                    os.link(big / name, small / name)
         rss_small = child_peak_rss(small, tmp / "out_small")
         rss_big = child_peak_rss(big, tmp / "out_big")
         print(f"peak RSS import of {n_small:5d} images: {rss_small:7.1f} MiB")

@@ -100,6 +100,54 @@ def test_fingerprint_is_independent_of_parts_and_shards(tmp_path, photos):
     assert open_dataset(tmp_path / "b" / "s").ids() == [f"s/{i:03d}" for i in range(10)]
 
 
+def test_runs_cut_by_bytes_and_rows():
+    from afpbench.dataset import _runs
+
+    assert list(_runs([4, 4, 4, 4], 8)) == [(0, 2), (2, 4)]
+    assert list(_runs([4, 4, 4, 4], 100, max_rows=3)) == [(0, 3), (3, 4)]
+    # an item above the limit gets a run of its own instead of an empty run or a stall
+    assert list(_runs([2, 50, 2, 2], 8)) == [(0, 1), (1, 2), (2, 4)]
+    assert list(_runs([], 8)) == []
+
+
+def test_parts_and_row_groups_are_cut_by_bytes(tmp_path, photos, monkeypatch):
+    """Memory stays at a few MB per step: a flushed part is several record batches and a
+    row group holds a bounded number of bytes; neither changes the content or order."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    import afpbench.dataset as ds
+
+    imgs = [img.resize((40, 40)) for _, img in photos[:12]]
+    rows = [make_row(id=f"s/{i:03d}", image=encode_png(im), label=i % 2, dataset="s", width=40, height=40, format="png") for i, im in enumerate(imgs)]
+    sizes = [len(r["image"]["bytes"]) for r in rows]
+    with DatasetWriter(tmp_path / "a", "s") as w:
+        for i, r in enumerate(rows):
+            w.add(r, index=i)
+    ref = w.finalize()
+
+    limit = 2 * max(sizes) + 1  # two or three images per batch and per row group
+    monkeypatch.setattr(ds, "PART_BATCH_BYTES", limit)
+    monkeypatch.setattr(ds, "ROW_GROUP_BYTES", limit)
+    w2 = DatasetWriter(tmp_path / "b", "s")
+    with w2:
+        for i in reversed(range(12)):
+            w2.add(rows[i], index=i)
+    (part,) = sorted((w2.partial_dir / "parts").glob("part-*.arrow"))
+    with pa.memory_map(str(part)) as src:
+        reader = ipc.open_file(src)
+        batches = [reader.get_batch(b) for b in range(reader.num_record_batches)]
+    assert len(batches) >= 4
+    assert all(sum(len(x) for x in b.column("image").field("bytes").to_pylist()) <= limit for b in batches)
+    got = w2.finalize()
+    assert got["fingerprint"] == ref["fingerprint"]
+    meta = pq.ParquetFile(tmp_path / "b" / "s" / got["shards"][0]["path"]).metadata
+    assert meta.num_row_groups >= 4 and sum(meta.row_group(g).num_rows for g in range(meta.num_row_groups)) == 12
+    ds_b = open_dataset(tmp_path / "b" / "s")
+    assert ds_b.ids() == [f"s/{i:03d}" for i in range(12)]
+    assert [r["image"]["bytes"] for b in ds_b.iter_batches(5) for r in b] == [r["image"]["bytes"] for r in rows]
+
+
 def test_resume_partial_with_other_parameters_is_refused(tmp_path):
     with DatasetWriter(tmp_path, "x", info={"resume_key": "a"}) as w:
         w.add(make_row(id="x/1", image=b"\x89PNG", label=0, dataset="x", width=1, height=1, format="png"))
