@@ -406,3 +406,19 @@ def test_sanity_detectors_give_their_known_numbers(data_dir, tmp_path):
     again = CliRunner().invoke(cli, ["evaluate", "--detector", "random", "--data", str(data_dir), "--profile", "v3", "--datasets", ",".join(SETS),
                                      "--out", str(tmp_path / "again"), "--bootstrap", "50", "--num-workers", "0", "--batch-size", "7", "--no-progress"])
     assert again.exit_code == 0 and _scores(tmp_path / "again" / "random") == _scores(tmp_path / "random")
+
+
+@pytest.mark.parametrize("workers", [0, 1, 3])
+def test_work_units_ramp_up_then_cover_every_row_once(workers):
+    from afpbench.harness import _Units
+
+    rows = np.array([r for r in range(300) if r % 7])  # a resumed run: holes in the rows
+    units = _Units.build({"a": rows[:200], "b": rows[200:]}, 32, small_first=workers)
+    sizes = [len(u) for _, u in units]
+    # the scorer starts after a quarter batch per worker, then half batches, then full ones
+    if workers:
+        assert sizes[: 2 * workers] == [8] * workers + [16] * workers
+    assert max(sizes) == 32 and all(s <= 32 for s in sizes)
+    got = np.concatenate([u for _, u in units])
+    assert got.tolist() == rows.tolist()
+    assert [n for n, _ in units] == sorted(n for n, _ in units)
