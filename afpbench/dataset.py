@@ -418,9 +418,9 @@ class DatasetWriter:
                 f"No image could be added to '{self.name}' ({len(rejects)} input(s) rejected); nothing was written. "
                 "Check the input path and the rejects reported above."
             )
-        # Only the small columns are read for ordering; image bytes are read later, a
-        # part at a time, so memory stays at a few parts however large the set is
-        # (a memory map would be cheap to open but its touched pages count as RSS).
+        # Only the small columns are read for ordering; image bytes are read later, one
+        # record batch at a time, so memory stays at a few batches however large the set
+        # is (a memory map would be cheap to open but its touched pages count as RSS).
         ids_all: list[str] = []
         idx_all: list[int] = []
         loc: list[tuple[int, int, int]] = []  # (part, record batch, row in batch)
