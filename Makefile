@@ -13,11 +13,11 @@ export TOKENIZERS_PARALLELISM ?= false
 
 install: $(STAMP)
 
-# torch first and pinned (the CPU wheel); torchattacks without its deps, because they
-# include torchvision, whose only matching wheel breaks torch and transformers imports.
+# torch + torchvision first, pinned as a pair (constraints.txt); torchattacks without its
+# deps, because it pins requests~=2.25 and would downgrade the hub client's requests.
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -q -c constraints.txt -e '.[ml,dev]'
 	$(PIP) install -q -c constraints.txt --no-deps torchattacks==3.5.1 open_clip_torch==3.3.0
 	touch $(STAMP)

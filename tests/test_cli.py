@@ -101,4 +101,7 @@ def test_env_prints_versions():
     assert res.returncode == 0
     for key in ("python", "torch", "diffusers", "transformers", "datasets", "accelerate", "cuda available"):
         assert key in res.stdout
-    assert "2.13.0" in res.stdout
+    from importlib.metadata import version
+
+    # The installed torch's own version string, not a pinned literal.
+    assert version("torch") in res.stdout
