@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "build": "build",
     "import": "import_",
     "verify": "verify",
+    "audit": "audit",
     "push": "push",
     "env": "env",
     "train": "train",

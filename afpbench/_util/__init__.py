@@ -1,0 +1,1 @@
+"""Shared infrastructure with one owner per concern (hashing, atomic I/O, locking, ...)."""
