@@ -23,7 +23,6 @@ does not depend on which other sets were evaluated or in what order.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
@@ -31,6 +30,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from afpbench.errors import AfpbenchError
+from afpbench.seeding import row_rng
 
 #: False-positive rates at which the true-positive rate is reported.
 FPR_TARGETS = (0.01, 0.05)
@@ -109,12 +109,6 @@ def _require_both_classes(y: np.ndarray, what: str) -> None:
 
 
 # -- random streams ---------------------------------------------------------------------
-def rng_for(seed: int, *keys: str) -> np.random.Generator:
-    """A generator seeded by ``seed`` and string keys (order of evaluation never matters)."""
-    digest = hashlib.blake2b("\x1f".join(keys).encode(), digest_size=8).digest()
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int.from_bytes(digest, "little")])
-
-
 def percentile_interval(draws: np.ndarray, confidence: float) -> tuple[float, float]:
     """The percentile bootstrap interval of the resampled values."""
     draws = np.asarray(draws, dtype=np.float64)
@@ -173,7 +167,7 @@ def accuracy_metrics(
         y = _labels(labels, f"Set '{name}'")
         p = _preds(preds, y.size, f"Set '{name}'")
         acc = float((y == p).mean())
-        d = rng_for(bootstrap.seed, "accuracy", name).binomial(y.size, acc, size=bootstrap.n_resamples) / y.size
+        d = row_rng(bootstrap.seed, "accuracy", name).binomial(y.size, acc, size=bootstrap.n_resamples) / y.size
         draws[name] = d
         per_set[name] = Estimate(acc, *percentile_interval(d, bootstrap.confidence))
     point = protocol_averages({n: per_set[n].value for n in sorted(per_set)}, roles)
@@ -349,7 +343,7 @@ def pair_metrics(
     point = {k: float(v) for k, v in _curve_metrics(*sp.counts(np.ones(y.size))).items()}
     point["balanced_accuracy"] = balanced_accuracy(y, p)
 
-    rng = rng_for(bootstrap.seed, "pair", key)
+    rng = row_rng(bootstrap.seed, "pair", key)
     real_idx, fake_idx = np.flatnonzero(y == 0), np.flatnonzero(y == 1)
     yp_fake, yp_real = (p[fake_idx] == 1).astype(np.float64), (p[real_idx] == 0).astype(np.float64)
     draws: dict[str, list[np.ndarray]] = {k: [] for k in point}

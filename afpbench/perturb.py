@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from afpbench.errors import AfpbenchError
-from afpbench.metrics import rng_for
+from afpbench.seeding import row_rng
 from afpbench.registry import did_you_mean
 
 #: Named chains. Parameters are afpbench choices, recorded with every result.
@@ -117,7 +117,7 @@ class Perturbation:
     def __call__(self, image: Any, row_id: str) -> Any:
         image = image.convert("RGB")
         for step, op in enumerate(self.ops):
-            rng = rng_for(self.seed, self.spec, str(row_id), str(step))
+            rng = row_rng(self.seed, self.spec, str(row_id), str(step))
             image = op.apply(image, rng)
         return image.convert("RGB")
 

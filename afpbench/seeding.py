@@ -13,3 +13,23 @@ def row_seed(base_seed: int, row_id: str) -> int:
     """A 31-bit seed for ``row_id`` (fits every RNG: numpy, torch, random)."""
     digest = hashlib.sha256(f"{int(base_seed)}:{row_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") & 0x7FFFFFFF
+
+
+def row_rng(seed: int, *keys: str):
+    """A numpy Generator seeded by ``seed`` and string keys (e.g. set names, a row id, a step).
+
+    The keys are hashed, never drawn from a running stream, so the numbers a row (or a
+    metric's bootstrap) gets do not depend on evaluation order, batching or process.
+    """
+    import numpy as np
+
+    digest = hashlib.blake2b("\x1f".join(keys).encode(), digest_size=8).digest()
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int.from_bytes(digest, "little")])
+
+
+def row_random(seed: int, *keys: object):
+    """A stdlib ``random.Random`` seeded by ``seed`` and keys (train-time augmentations)."""
+    import random
+
+    digest = hashlib.sha256(":".join([str(seed), *map(str, keys)]).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))

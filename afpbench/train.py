@@ -20,7 +20,6 @@ their own ``fit`` (scikit-learn) instead of the gradient loop.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from afpbench.errors import AfpbenchError, DatasetError
+from afpbench.seeding import row_random
 
 # The AntifakePrompt paper's recipe: the defaults of every field left as None.
 PAPER_RECIPE: dict[str, Any] = {
@@ -165,11 +165,6 @@ def _open(paths: list[str], limit: int | None, what: str) -> _Data:
     return _Data(readers, sizes)
 
 
-def _row_rng(seed: int, epoch: int, row_id: str) -> random.Random:
-    digest = hashlib.sha256(f"{seed}:{epoch}:{row_id}".encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
-
-
 def _iter_rows(data: _Data, cfg: TrainConfig, epoch: int, shuffle: bool) -> Iterator[dict[str, Any]]:
     """Rows of all sets; shuffled per (seed, epoch) by blocks and within a buffer of blocks."""
     blocks = [(i, s, min(s + cfg.block_rows, n)) for i, n in enumerate(data.sizes) for s in range(0, n, cfg.block_rows)]
@@ -195,7 +190,7 @@ def _prepare(detector: Any, row: dict[str, Any], train: bool, seed: int, epoch: 
     image = decode_image(row["image"])
     info = {"format": row.get("format"), "width": row.get("width"), "height": row.get("height"), "bytes": len(row["image"]["bytes"] or b"")}
     if train:
-        x = detector.train_preprocess(image, info, _row_rng(seed, epoch, row["id"]))
+        x = detector.train_preprocess(image, info, row_random(seed, epoch, row["id"]))
     else:
         x = detector.preprocess(image, info)
     return x, int(label)
