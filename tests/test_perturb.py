@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -106,3 +108,77 @@ def test_social_chain_and_record_roundtrip(photo):
     again = perturbation_from_record(rec)
     assert again == social
     assert np.array_equal(_arr(again(photo, "x")), _arr(out))
+
+
+# -- perturbations on the stored file --------------------------------------------------------
+def _file(img: Image.Image, fmt: str, **kw):
+    import io
+
+    from afpbench.views import Encoded
+
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return Encoded(buf.getvalue(), fmt.lower(), img.width, img.height)
+
+
+def test_file_after_a_perturbation_describes_the_perturbed_image(photo):
+    from afpbench.audit import image_features
+
+    png, jpg = _file(photo, "PNG"), _file(photo, "JPEG", quality=90)
+    out = parse_perturbation("jpeg:75").apply_encoded(png, "r")
+    f = image_features(out.data)
+    assert (out.format, f.jpeg_quality, f.jpeg_quality_exact, out.width, out.height) == ("jpeg", 75, True, 256, 256)
+    # A pixel step re-encodes in the current container: PNG stays PNG, JPEG is re-saved at its quality.
+    half = parse_perturbation("resize:0.5").apply_encoded(png, "r")
+    assert (half.format, half.width, half.height, image_features(half.data).format) == ("png", 128, 128, "png")
+    half = parse_perturbation("resize:0.5").apply_encoded(jpg, "r")
+    assert (half.format, image_features(half.data).jpeg_quality, half.width) == ("jpeg", 90, 128)
+    # The last codec step makes the file; a pixel step after it is saved in that codec.
+    assert parse_perturbation("blur:1+webp:60").apply_encoded(png, "r").format == "webp"
+    after = parse_perturbation("jpeg:40+blur:1").apply_encoded(png, "r")
+    assert after.format == "jpeg" and image_features(after.data).jpeg_quality == 40
+    # Same pixels as the image path for a deterministic chain.
+    from afpbench.views import decode
+
+    p = parse_perturbation("crop:100+noise:4")
+    assert np.array_equal(_arr(decode(p.apply_encoded(png, "row-9"))), _arr(p(photo, "row-9")))
+
+
+def test_new_single_operations(photo):
+    grey = Image.new("RGB", (64, 64), (64, 64, 64))
+    assert _arr(parse_perturbation("gamma:2")(grey, "a")).mean() == pytest.approx(255 * (64 / 255) ** 0.5, abs=1)
+    assert parse_perturbation("cropf:0.5")(photo, "a").size == (128, 128)
+    j = parse_perturbation("jitter:0.3")
+    assert not np.array_equal(_arr(j(photo, "a")), _arr(photo)) and np.array_equal(_arr(j(photo, "a")), _arr(j(photo, "a")))
+    def detail(img):
+        a = _arr(img.convert("L"))
+        return np.abs(np.diff(a, axis=1)).mean()
+    assert detail(parse_perturbation("sharpen:200")(photo, "a")) > detail(photo)
+    with pytest.raises(AfpbenchError, match="cannot be chained"):
+        parse_perturbation("chain+jpeg:50")
+
+
+def test_chain_suite_draws_per_row_and_records_the_draw(photo):
+    from afpbench.perturb import CHAIN_FAMILIES, draw_chain
+
+    chain = parse_perturbation("chain", seed=3)
+    assert chain.name == "chain" and chain.slug == "chain-seed3"
+    draws = {f"set/{i:04d}": chain.ops_for(f"set/{i:04d}") for i in range(300)}
+    lengths = Counter(len(ops) for ops in draws.values())
+    assert set(lengths) == {1, 2, 3, 4, 5}
+    assert {o.kind for ops in draws.values() for o in ops} == set(CHAIN_FAMILIES)
+    for rid, ops in draws.items():
+        assert len({o.kind for o in ops}) == len(ops)
+        for o in ops:
+            lo, hi = CHAIN_FAMILIES[o.kind]
+            assert lo <= o.param <= hi
+        # The recorded condition is itself a valid perturbation with the same steps.
+        assert parse_perturbation(chain.condition(rid)).ops == ops
+    assert draw_chain(3, "set/0001") == chain.ops_for("set/0001") != draw_chain(4, "set/0001")
+    # Same file for a row whatever the order rows arrive in.
+    png = _file(photo.resize((96, 96)), "PNG")
+    ids = list(draws)[:6]
+    fwd = [chain.apply_encoded(png, r).data for r in ids]
+    assert fwd == [chain.apply_encoded(png, r).data for r in reversed(ids)][::-1]
+    rec = chain.record()
+    assert rec["name"] == "chain" and rec["families"]["jpeg"] == [30, 95] and rec["length"] == [1, 5]
