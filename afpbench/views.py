@@ -11,10 +11,11 @@ native          all     the stored bytes (today's behaviour)
 jpeg:Q          all     every image re-encoded once as JPEG at quality Q (4:2:0)
 codec-matched   fakes   each fake re-encoded with a codec drawn from the paired real pool:
                         format, and for JPEG the estimated quality and subsampling
-size-matched    fakes   each fake resized (Lanczos) to a pixel count drawn from the real
-                        pool, keeping its aspect ratio when the pool has that aspect
-                        ratio, else taking the drawn real size; re-encoded in its own
-                        format (JPEG at its own estimated quality)
+size-matched    fakes   each fake takes a size drawn from the real pool: resized (Lanczos,
+                        aspect ratio kept) to cover it, then centre-cropped to it, so the
+                        fakes' sizes follow the pool's exactly and no picture is
+                        stretched; re-encoded in its own format (JPEG at its own
+                        estimated quality)
 crop:N          all     centre crop to N x N without resampling; images smaller than N
                         are left out of that set under this view and listed
 ==============  ======  ==================================================================
@@ -101,6 +102,20 @@ def reencode_like(image: Any, original: Encoded) -> Encoded:
     if original.format == "webp":
         return encode(image, "webp")
     return encode(image, "png")
+
+
+def cover_crop(image: Any, width: int, height: int) -> Any:
+    """Resize (aspect kept, Lanczos) so the image covers width x height, then centre-crop to it."""
+    from PIL import Image
+
+    if image.size == (width, height):
+        return image
+    scale = max(width / image.width, height / image.height)
+    w, h = max(width, math.ceil(image.width * scale - 1e-9)), max(height, math.ceil(image.height * scale - 1e-9))
+    if (w, h) != image.size:
+        image = image.resize((w, h), Image.Resampling.LANCZOS)
+    left, top = (w - width) // 2, (h - height) // 2
+    return image.crop((left, top, left + width, top + height))
 
 
 class ViewRefusal(Exception):
@@ -202,13 +217,8 @@ class View:
             c = self.pool.codecs[int(rng.integers(len(self.pool.codecs)))]
             return encode(decode(enc), c.format, quality=c.quality, subsampling=c.subsampling)
         if self.kind == "size-matched":
-            w, h = self.target_size(enc.width, enc.height, self.pool.sizes[int(rng.integers(len(self.pool.sizes)))])
-            img = decode(enc)
-            if (w, h) != img.size:
-                from PIL import Image
-
-                img = img.resize((w, h), Image.Resampling.LANCZOS)
-            return reencode_like(img, enc)
+            w, h = self.pool.sizes[int(rng.integers(len(self.pool.sizes)))]
+            return reencode_like(cover_crop(decode(enc), w, h), enc)
         raise AssertionError(self.kind)  # parse_view admits only known kinds
 
     def target_size(self, width: int, height: int, drawn: tuple[int, int]) -> tuple[int, int]:

@@ -86,22 +86,27 @@ def test_codec_matched_draws_the_pool_codecs_per_row_and_leaves_reals(photo, poo
     assert [other.apply(png, 1, f"fake-{i}").data for i in range(20)] != [view.apply(png, 1, f"fake-{i}").data for i in range(20)]
 
 
-def test_size_matched_draws_a_pool_size_and_keeps_format(photo, pool):
+def test_size_matched_takes_the_pool_sizes_without_stretching(photo, pool):
     view = parse_view("size-matched")
     view.pool = pool
-    big = _enc(photo.resize((512, 512)), "PNG")  # aspect 1 lies inside the pool's 0.75..1.33
+    big = _enc(photo.resize((512, 512)), "PNG")
     sizes = Counter()
-    for i in range(60):
+    for i in range(80):
         out = view.apply(big, 1, f"f{i}")
         assert out.format == "png" and image_features(out.data).format == "png"
-        assert abs(out.width * out.height - 30000) <= 300 and abs(out.width - out.height) <= 1
-        sizes[(out.width, out.height)] += 1
         with Image.open(io.BytesIO(out.data)) as im:
             assert im.size == (out.width, out.height)
-    # An aspect the pool does not have: the drawn real size itself.
-    wide = _enc(photo.resize((600, 100)), "PNG")
-    got = {(o.width, o.height) for o in (view.apply(wide, 1, f"w{i}") for i in range(30))}
-    assert got == {(200, 150), (150, 200)}
+        sizes[(out.width, out.height)] += 1
+    # The fakes' sizes follow the pool's (3/4 landscape 200x150, 1/4 portrait 150x200).
+    assert set(sizes) == {(200, 150), (150, 200)} and 0.6 < sizes[(200, 150)] / 80 < 0.9
+    # No stretching: a square of stripes keeps square cells after cover + crop.
+    checker = Image.fromarray((np.indices((512, 512)).sum(0) // 64 % 2 * 255).astype(np.uint8)).convert("RGB")
+    out = view.apply(_enc(checker, "PNG"), 1, "f0")
+    with Image.open(io.BytesIO(out.data)) as im:
+        row = np.asarray(im.convert("L"))[out.height // 2] > 127
+        col = np.asarray(im.convert("L"))[:, out.width // 2] > 127
+    runs = lambda v: np.diff(np.flatnonzero(np.diff(v.astype(int))))  # noqa: E731
+    assert abs(np.median(runs(row)) - np.median(runs(col))) <= 1
     # A JPEG fake is re-saved at its own quality (one more generation, same codec).
     jpg = _enc(photo.resize((400, 400)), "JPEG", quality=88)
     out = view.apply(jpg, 1, "j")

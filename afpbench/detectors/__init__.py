@@ -27,10 +27,11 @@ BUNDLED = {
     "constant": "afpbench.detectors.constant:Constant",
     "random": "afpbench.detectors.random_:RandomDetector",
     "format": "afpbench.detectors.format_:FormatDetector",
+    "size": "afpbench.detectors.size_:SizeDetector",
 }
 
 # Names `afpbench train` accepts (kept here so the CLI can say so without importing torch).
-TRAINABLE = ("antifakeprompt", "instructblip_lora", "cnnspot", "univfd", "spectral", "efficientnet", "format")
+TRAINABLE = ("antifakeprompt", "instructblip_lora", "cnnspot", "univfd", "spectral", "efficientnet", "format", "size")
 
 for _name, _target in BUNDLED.items():
     DETECTORS.register_lazy(_name, _target)
