@@ -426,25 +426,24 @@ class AuditConfig:
     limit: int | None = None
 
 
-def _resolve(cfg: AuditConfig) -> tuple[list[str], dict[str, str], str | None, dict[str, Path]]:
-    """Set names, roles, profile and folders: the same rules as evaluate."""
+def locate_sets(data: Sequence[Path], datasets: list[str] | None = None, profile: str | None = None) -> tuple[list[str], dict[str, str], str | None, dict[str, Path]]:
+    """Set names, roles, profile and folders from data folders or set folders: evaluate's rules.
+
+    A DATA entry holding ``manifest.json`` is itself a set; any other is a folder of sets.
+    """
     from afpbench.harness import EvalConfig, _find_set, resolve_sets
 
-    data = [Path(d) for d in cfg.data]
-    # A DIR that is itself a set folder stands for that set.
+    data = [Path(d) for d in data]
     direct = {p.name: p for p in data if (p / "manifest.json").is_file()}
     parents = [p for p in data if p not in direct.values()]
     for p in parents:
         if not p.is_dir():
             raise AfpbenchError(f"{p} is not a folder; pass data folders (one folder per set inside) or set folders.")
-    if direct and not cfg.datasets and not cfg.profile:
-        names_cfg = list(direct)
-    else:
-        names_cfg = cfg.datasets
-    ecfg = EvalConfig(detectors=[], data=parents or [d.parent for d in direct.values()], datasets=names_cfg, profile=cfg.profile)
-    names, roles, profile = resolve_sets(ecfg)
+    names_cfg = list(direct) if (direct and not datasets and not profile) else datasets
+    ecfg = EvalConfig(detectors=[], data=parents or [d.parent for d in direct.values()], datasets=names_cfg, profile=profile)
+    names, roles, prof = resolve_sets(ecfg)
     folders = {n: direct[n] if n in direct else _find_set(n, parents) for n in names}
-    return names, roles, profile, folders
+    return names, roles, prof, folders
 
 
 def audit(cfg: AuditConfig) -> AuditReport:
@@ -456,7 +455,7 @@ def audit(cfg: AuditConfig) -> AuditReport:
     if cfg.folds < 2:
         raise AfpbenchError(f"--folds must be at least 2 (got {cfg.folds}).")
     boot = BootstrapConfig(cfg.bootstrap, cfg.seed, cfg.confidence)
-    names, roles, profile, folders = _resolve(cfg)
+    names, roles, profile, folders = locate_sets(cfg.data, cfg.datasets, cfg.profile)
     t0 = time.perf_counter()
     sets: dict[str, SetFeatures] = {}
     for n in names:
@@ -643,5 +642,5 @@ def _save(fig: Any, path: Path, write: Any) -> Path:
 
 __all__ = [
     "AuditConfig", "AuditReport", "PairAudit", "SetProfile", "ImageFeatures", "audit", "image_features", "estimate_jpeg_quality",
-    "ijg_tables", "load_audit", "audit_schema", "render_markdown", "FLAG_AUC", "SHORTCUTS",
+    "ijg_tables", "load_audit", "locate_sets", "audit_schema", "render_markdown", "FLAG_AUC", "SHORTCUTS",
 ]

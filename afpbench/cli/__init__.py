@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "import": "import_",
     "verify": "verify",
     "audit": "audit",
+    "gallery": "gallery",
     "push": "push",
     "env": "env",
     "train": "train",
