@@ -32,7 +32,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -207,7 +207,7 @@ class ShortcutAUC(_Model):
     value: float
     ci_low: float
     ci_high: float
-    flagged: bool = Field(description=f"The whole interval lies above the flag level (see AuditReport.flag_auc).")
+    flagged: bool = Field(description="The whole interval lies above the flag level (see AuditReport.flag_auc).")
 
 
 class PairAudit(_Model):
