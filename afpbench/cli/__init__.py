@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "verify": "verify",
     "audit": "audit",
     "gallery": "gallery",
+    "compare": "compare",
     "push": "push",
     "env": "env",
     "train": "train",
