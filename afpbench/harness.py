@@ -806,7 +806,8 @@ def _finalize_job(j: int, job: _Job, sets: dict[str, _Set], plan: dict, gathered
     infos: list[R.DatasetInfo] = []
     cal_infos: list[R.DatasetInfo] = []
     for position, s in enumerate(sets.values()):
-        pred = (scores[s.name] >= thr).astype(np.int8)
+        # A tie is real: the authors' rule answers "yes" when the two losses are equal.
+        pred = (scores[s.name] > thr).astype(np.int8)
         meta = {
             "schema_version": R.SCHEMA_VERSION,
             "dataset": s.name,
