@@ -244,9 +244,9 @@ def test_authors_precision_is_the_gpu_default(base, two_key, det, batch):
     assert a.model.language_model.model.layers[0].self_attn.q_proj.weight.dtype == torch.float16
     assert torch.allclose(a.score(batch), det.score(batch), atol=5e-3)
     u = load_detector("antifakeprompt", base=base, weights=two_key, device="cuda", dtype="float16")
-    assert u.precision == "uniform" and _dtypes(u.model.qformer) == {torch.float16}
+    assert u.precision == "uniform" and _dtypes(u.model.qformer.encoder) == {torch.float16}  # ([*] itself stays fp32)
     b = load_detector("antifakeprompt", base=base, weights=two_key, device="cuda", dtype="bfloat16")
-    assert b.precision == "uniform" and _dtypes(b.model.language_model) == {torch.bfloat16}
+    assert b.precision == "uniform" and _dtypes(b.model.language_model.model.layers) == {torch.bfloat16}
     assert torch.allclose(u.score(batch), det.score(batch), atol=0.02)
 
 
