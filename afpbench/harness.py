@@ -46,10 +46,32 @@ ROLES = ("held-in", "held-out")
 # -- configuration ------------------------------------------------------------------------
 @dataclass
 class DetectorSpec:
-    """A detector to load: ``name[.tag]`` and optional weights."""
+    """A detector to load: ``name[.tag]``, optional weights and the detector's own options."""
 
     name: str
     weights: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+
+def detector_options(names: list[str], pairs: list[str]) -> list[dict[str, str]]:
+    """``KEY=VALUE`` pairs -> the options of each detector in ``names``: a pair goes to
+    every detector that has option KEY; one that none of them has is refused."""
+    if not pairs:
+        return [{} for _ in names]
+    from afpbench.detectors import detector_class
+
+    parsed = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise AfpbenchError(f"Detector option '{pair}' is not KEY=VALUE; write e.g. tokenization=transformers-4.35.")
+        parsed.append((key.strip(), value.strip()))
+    known = [getattr(detector_class(n), "option_values", {}) for n in names]
+    for key, _ in parsed:
+        if not any(key in k for k in known):
+            have = sorted({o for k in known for o in k})
+            raise AfpbenchError(f"No detector of this run has an option '{key}' (options here: {', '.join(have) or 'none'}); drop --detector-option {key}=... .")
+    return [{key: value for key, value in parsed if key in k} for k in known]
 
 
 @dataclass
@@ -296,7 +318,7 @@ def _load_detectors(cfg: EvalConfig, device: str) -> list[tuple[Any, str | None]
         if isinstance(spec, DetectorSpec):
             from afpbench.detectors import load_detector
 
-            out.append((load_detector(spec.name, weights=spec.weights, device=device, dtype=cfg.dtype), spec.weights))
+            out.append((load_detector(spec.name, weights=spec.weights, device=device, dtype=cfg.dtype, options=spec.options), spec.weights))
         else:
             out.append((spec, None))
     return out
@@ -806,7 +828,8 @@ def _finalize_job(j: int, job: _Job, sets: dict[str, _Set], plan: dict, gathered
     infos: list[R.DatasetInfo] = []
     cal_infos: list[R.DatasetInfo] = []
     for position, s in enumerate(sets.values()):
-        pred = (scores[s.name] >= thr).astype(np.int8)
+        # A tie is real: the authors' rule answers "yes" when the two losses are equal.
+        pred = (scores[s.name] > thr).astype(np.int8)
         meta = {
             "schema_version": R.SCHEMA_VERSION,
             "dataset": s.name,

@@ -303,8 +303,9 @@ def oracle_balanced_accuracy(labels: Sequence[int], scores: Sequence[float]) -> 
 def calibrate_threshold(labels: Sequence[int], scores: Sequence[float]) -> float:
     """Threshold maximising balanced accuracy (Youden's J) on a calibration set.
 
-    Returns the score value t so that ``pred = score >= t``; on ties the highest such
-    threshold wins (fewest images called fake). Never call this on the test set itself.
+    Returns the score value t so that ``pred = score > t`` (a tie is real): the highest
+    score still called real. On ties of J the highest such threshold wins (fewest images
+    called fake). Never call this on the test set itself.
     """
     y = _labels(labels, "calibration set")
     s = check_scores(scores, "calibration set")
@@ -313,10 +314,10 @@ def calibrate_threshold(labels: Sequence[int], scores: Sequence[float]) -> float
     fpr, tpr = _rates(*sp.counts(np.ones(y.size)))
     j = tpr - fpr
     best = int(np.argmax(j))
-    # Index 0 is the "nothing called fake" corner; its threshold lies above every score.
-    if best == 0:
-        return float(np.nextafter(sp.thresholds[0], np.inf))
-    return float(sp.thresholds[best - 1])
+    # ROC point k calls fake every score >= thresholds[k-1], i.e. every score > thresholds[k]
+    # (the next lower distinct score); point 0 calls nothing fake (t = the top score). The
+    # last point (all fake) has J = 0 like point 0, which argmax prefers, so best < k.
+    return float(sp.thresholds[best])
 
 
 def pair_metrics(

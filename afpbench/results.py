@@ -103,7 +103,7 @@ class PerturbationInfo(_Model):
 
 
 class ThresholdPolicy(_Model):
-    """How scores became real/fake predictions (pred = score >= value)."""
+    """How scores became real/fake predictions (pred = score > value: a tie is real)."""
 
     kind: Literal["fixed", "calibrated"] = Field(description="fixed: the detector's rule or 0.5; calibrated: chosen on calibration sets.")
     value: float = Field(description="The threshold applied to P(fake).")

@@ -90,6 +90,57 @@ def write_lavis_checkpoint(path: Path, q_hidden: int, llm_hidden: int, seed: int
     return path
 
 
+def lavis_buffers(base_dir: Path, llm_prefix: str = "llm_model.model.", fp16_rounded: bool = False) -> dict:
+    """The registered buffers the authors' LAVIS trainer saves beside the trained tensors,
+    computed as their code computes them from the base's configs: LAVIS ``BertEmbeddings``
+    (``position_ids = arange(max_position_embeddings).expand((1, -1))``) and their
+    transformers-4.30 ``LlamaRotaryEmbedding`` (one ``inv_freq = 1 / 10000 ** (arange(0,
+    dim, 2) / dim)`` per layer, dim = hidden / heads). ``fp16_rounded``: the inv_freq values
+    as they come out of an fp16 Vicuna checkpoint (stored back in fp32)."""
+    import torch
+    from transformers import InstructBlipConfig
+
+    cfg = InstructBlipConfig.from_pretrained(base_dir)
+    q, t = cfg.qformer_config, cfg.text_config
+    out = {"Qformer.bert.embeddings.position_ids": torch.arange(q.max_position_embeddings).expand((1, -1))}
+    dim = t.hidden_size // t.num_attention_heads
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2).float() / dim))
+    if fp16_rounded:
+        inv_freq = inv_freq.half().float()
+    for i in range(t.num_hidden_layers):
+        out[f"{llm_prefix}layers.{i}.self_attn.rotary_emb.inv_freq"] = inv_freq.clone()
+    return out
+
+
+def trainer_state_dict(module) -> dict:
+    """LAVIS ``RunnerBase._save_checkpoint``'s rule on a real module: its state dict minus
+    the parameters that do not require grad (buffers stay)."""
+    grad = {k: p.requires_grad for k, p in module.named_parameters()}
+    return {k: v for k, v in module.state_dict().items() if not (k in grad and not grad[k])}
+
+
+def write_lavis_trainer_checkpoint(path: Path, model: dict, arch: str = "blip2_vicuna_instruct_textinv", epoch: int = 9) -> Path:
+    """What the authors' trainer writes (LAVIS ``RunnerBase._save_checkpoint``):
+    ``torch.save({"model", "optimizer", "config", "scaler", "epoch"})``. The optimizer is a
+    real AdamW (the paper's lr 1e-5, weight decay 0.05) stepped once over the floating
+    tensors of ``model`` that are not buffers; the scaler a real GradScaler's state."""
+    import torch
+
+    trained = [torch.nn.Parameter(v.detach().clone().float()) for k, v in model.items() if torch.is_floating_point(v) and "rotary_emb" not in k]
+    opt = torch.optim.AdamW(trained, lr=1e-5, betas=(0.9, 0.999), weight_decay=0.05)
+    for p in trained:
+        p.grad = torch.full_like(p, 1e-3)
+    opt.step()
+    config = {  # OmegaConf.to_container of the run config: plain containers only
+        "model": {"arch": arch, "model_type": "vicuna7b", "load_finetuned": False, "prompt": "Is this photo real [*]?", "pseudo_word": "[*]"},
+        "datasets": {"textinv": {"vis_processor": {"train": {"name": "blip2_image_train_textinv", "image_size": 224, "mean": [0.4730, 0.4499, 0.4129], "std": [0.2780, 0.2713, 0.2872]}}}},
+        "run": {"task": "textinv", "lr_sched": "linear_warmup_cosine_lr", "init_lr": 1e-5, "min_lr": 0, "weight_decay": 0.05, "max_epoch": 10, "batch_size_train": 6, "amp": True, "seed": 42},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model, "optimizer": opt.state_dict(), "config": config, "scaler": torch.amp.GradScaler("cpu").state_dict(), "epoch": epoch}, path)
+    return path
+
+
 def hf_to_torchvision(key: str) -> str:
     """transformers ResNet key -> torchvision key (to write CNNSpot-format files in tests)."""
     m = re.fullmatch(r"resnet\.embedder\.embedder\.(convolution|normalization)\.(\w+)", key)

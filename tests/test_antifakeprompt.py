@@ -81,7 +81,7 @@ def test_one_forward_ranks_exactly_like_the_authors_two_candidate_rule(det, batc
     # loss(yes) - loss(no) = logit(no) - logit(yes) = logit(P(fake))
     assert torch.allclose(losses[:, 0] - losses[:, 1], torch.logit(p_fake), atol=1e-4)
     authors = losses.argmin(dim=1) == 1  # "no" has the lower loss -> fake
-    assert torch.equal(authors, p_fake >= det.threshold)
+    assert torch.equal(authors, p_fake > det.threshold)
     assert authors.any() and (~authors).any(), "the tiny checkpoint should call some photos real and some fake"
 
 

@@ -166,7 +166,7 @@ def test_one_pass_decodes_once_for_every_detector_and_suite(toy_module, data_dir
         pred_path = tmp_path / "toy@jpeg-30" / info.predictions.path
         p = read_predictions(pred_path)
         assert p.ids == reader.ids() and p.labels.tolist() == reader.labels()
-        assert np.array_equal(p.preds, (p.scores >= 0.5).astype(np.int8))
+        assert np.array_equal(p.preds, (p.scores > 0.5).astype(np.int8))
         acc = float((p.labels == p.preds).mean())
         assert res.metrics.per_set[info.name].accuracy.value == pytest.approx(acc)
     # The perturbation changes what the detector sees; the other detector scores differently.
@@ -282,7 +282,7 @@ def test_calibrated_threshold_and_custom_sets(toy_module, data_dir, tmp_path):
     assert res.threshold.kind == "calibrated" and res.threshold.calibration_sets == ["calib"]
     assert res.threshold.value == calibrate_threshold(cal.labels, cal.scores)
     sd2 = read_predictions(path.parent / "predictions" / "sd2.parquet")
-    assert np.array_equal(sd2.preds, (sd2.scores >= res.threshold.value).astype(np.int8))
+    assert np.array_equal(sd2.preds, (sd2.scores > res.threshold.value).astype(np.int8))
     assert "calib" not in res.metrics.per_set and res.profile is None
     # flickr is held-in here (roles mapping), so it is no longer the default real pool.
     assert res.metrics.averages.n_held_out == 2 and res.metrics.pairing.real_pool == ["flickr"]

@@ -177,12 +177,17 @@ def test_calibrate_threshold_maximises_balanced_accuracy():
     y = rng.integers(0, 2, 300)
     s = np.round(np.clip(rng.normal(0.3 + 0.3 * y, 0.15), 0, 1), 3)
     t = M.calibrate_threshold(y, s)
-    best = max(skm.balanced_accuracy_score(y, (s >= u).astype(int)) for u in np.unique(s))
-    assert skm.balanced_accuracy_score(y, (s >= t).astype(int)) == pytest.approx(best)
-    # Separable: the threshold splits the classes exactly.
+    cuts = np.r_[np.unique(s), -np.inf]  # every split pred = s > u, including "all fake"
+    best = max(skm.balanced_accuracy_score(y, (s > u).astype(int)) for u in cuts)
+    assert skm.balanced_accuracy_score(y, (s > t).astype(int)) == pytest.approx(best)
+    # Separable: the threshold splits the classes exactly; it is the highest real score.
     y2, s2 = [0, 0, 1, 1], [0.1, 0.2, 0.7, 0.9]
     t2 = M.calibrate_threshold(y2, s2)
-    assert 0.2 < t2 <= 0.7
+    assert t2 == 0.2 and list(np.asarray(s2) > t2) == [False, False, True, True]
+    # Tied scores move together: a real and a fake tied at the cut are both called real.
+    y3, s3 = [0, 1, 0, 1, 1], [0.1, 0.5, 0.5, 0.8, 0.9]
+    t3 = M.calibrate_threshold(y3, s3)
+    assert t3 == 0.5 and list(np.asarray(s3) > t3) == [False, False, False, True, True]
 
 
 def test_errors_are_one_line_and_name_the_fix():

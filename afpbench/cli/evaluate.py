@@ -26,6 +26,7 @@ def _roles(value: str | None) -> dict[str, str]:
 @click.command("evaluate")
 @click.option("--detector", "detectors", multiple=True, required=True, help="Detector name[.tag]; repeat to score several in one pass.")
 @click.option("--weights", multiple=True, help="Weights for the detectors, in order ('none' skips one).")
+@click.option("--detector-option", "detector_option", multiple=True, metavar="KEY=VALUE", help="A detector's own option (e.g. tokenization=transformers-4.35, precision=uniform), for every --detector that has it; may repeat.")
 @click.option("--data", multiple=True, required=True, type=click.Path(), help="Folder holding one folder per set; may repeat.")
 @click.option("--datasets", help="Comma-separated sets to evaluate (default: the profile's, else every folder found).")
 @click.option("--profile", help="Benchmark profile: v3 or v1 (sets and held-in/held-out roles).")
@@ -44,18 +45,25 @@ def _roles(value: str | None) -> dict[str, str]:
 @click.option("--num-workers", type=int, default=None, help="DataLoader workers (default: spare cores, max 4).")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Reuse cached scores of an earlier (killed) run.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def command(detectors, weights, data, datasets, profile, perturb, perturb_seed, batch_size, device, dtype, limit, out, real_pool, calibrate_on, roles, bootstrap, seed, num_workers, resume, progress):
+def command(detectors, weights, detector_option, data, datasets, profile, perturb, perturb_seed, batch_size, device, dtype, limit, out, real_pool, calibrate_on, roles, bootstrap, seed, num_workers, resume, progress):
     """Evaluate detectors on test sets; writes <out>/<detector>/predictions/*.parquet and results.json."""
     from pathlib import Path
 
-    from afpbench.harness import DetectorSpec, EvalConfig, evaluate, process_state
+    from afpbench.harness import (
+        DetectorSpec,
+        EvalConfig,
+        detector_options,
+        evaluate,
+        process_state,
+    )
     from afpbench.results import load_results
 
     if len(weights) > len(detectors):
         raise AfpbenchError(f"{len(weights)} --weights for {len(detectors)} --detector; give at most one --weights per detector, in order.")
     w = [None if (x or "").lower() in ("", "none", "-") else x for x in weights] + [None] * (len(detectors) - len(weights))
+    opts = detector_options(list(detectors), list(detector_option))
     cfg = EvalConfig(
-        detectors=[DetectorSpec(d, x) for d, x in zip(detectors, w)], data=[Path(d) for d in data], datasets=_csv(datasets), profile=profile,
+        detectors=[DetectorSpec(d, x, o) for d, x, o in zip(detectors, w, opts)], data=[Path(d) for d in data], datasets=_csv(datasets), profile=profile,
         perturb=list(perturb) or [None], perturb_seed=perturb_seed, out=Path(out), batch_size=batch_size, device=device, dtype=dtype,
         limit=limit, roles=_roles(roles), real_pool=_csv(real_pool), calibrate_on=_csv(calibrate_on) or [], bootstrap=bootstrap, seed=seed,
         num_workers=num_workers, resume=resume, progress=progress, command=["afpbench", *sys.argv[1:]],

@@ -51,17 +51,21 @@ def load_detector(
     base: str | None = None,
     image_size: int | None = None,
     train_init: bool = False,
+    options: dict[str, str] | None = None,
 ) -> "Detector":
     """Build the detector ``name`` (``name.tag`` picks a variant), ready to score.
 
     ``weights``: a released file or a folder saved by ``afpbench train``; without it the
     variant's file is looked up in $AFPBENCH_WEIGHTS and ~/.cache/afpbench/weights.
     ``base``: folder or hub id of the backbone (InstructBLIP family, univfd, cnnspot).
+    ``options``: the detector's own named settings (its ``option_values``), e.g.
+    ``{"tokenization": "transformers-4.35"}`` for AntifakePrompt.
     Raises ``WeightsError`` when the weights are needed and missing or do not match.
     """
     cls = detector_class(name)
     _, tag = split_tag(name)
-    return cls(tag, weights=weights, device=device, dtype=dtype, base=base, image_size=image_size, train_init=train_init)
+    extra = {"options": options} if options else {}  # plugins without options keep working
+    return cls(tag, weights=weights, device=device, dtype=dtype, base=base, image_size=image_size, train_init=train_init, **extra)
 
 
 __all__ = ["BUNDLED", "TRAINABLE", "detector_class", "load_detector"]

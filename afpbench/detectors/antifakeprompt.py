@@ -15,21 +15,38 @@ the frozen table is never indexed with it (``PseudoWordEmbedding``). So the rele
 vectors are mapped by *name*, not by id, and work with the HF port (whose LLM tokenizer
 already holds ``<image>``) and with Vicuna v1.3 (32,000 tokens) alike.
 
-Weights: the authors' LAVIS ``.pth`` (``{"model": {<Q-Former key>: [1, 768], <LLM key>:
-[1, 4096]}}``), mapped key by key with shape checks; or afpbench's own folder
-(``model.safetensors`` with the same two keys + ``detector.json``).
+Weights: the authors' LAVIS ``.pth`` as their trainer writes it (``{"model": ...,
+"optimizer": ..., "config": ..., "scaler": ..., "epoch": ...}``; ``model`` holds
+``<Q-Former key>: [1, 768]`` and ``<LLM key>: [1, 4096]`` plus the frozen model's
+registered buffers, ``Qformer.bert.embeddings.position_ids`` and 32
+``llm_model.model.layers.<i>.self_attn.rotary_emb.inv_freq``), mapped key by key with
+shape checks, the buffers checked against the base and ignored; or afpbench's own folder
+(``model.safetensors`` with the two keys + ``detector.json``).
+
+Options: ``precision`` (``authors``/``uniform``, see ``instructblip.py``) and
+``tokenization``: ``transformers-4.30`` (default, what the authors ran: ``▁real [*] ▁?``)
+or ``transformers-4.35`` (``▁real ▁ [*] ?``, what the same code gives on newer
+transformers), for a checkpoint trained in that context.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from afpbench.detectors.base import Variant, WeightsSource, check_state_dict, torch_load
-from afpbench.detectors.instructblip import CODE, LICENSE, PAPER, InstructBlipYesNo
+from afpbench.detectors.instructblip import (
+    CODE,
+    FAMILY_CHOICES,
+    LICENSE,
+    PAPER,
+    PRECISIONS,
+    TOKENIZATIONS,
+    InstructBlipYesNo,
+)
 from afpbench.errors import AfpbenchError, WeightsError
 
 LAVIS_QFORMER_KEY = "Qformer.bert.embeddings.train_word_embeddings.weight"
@@ -88,6 +105,8 @@ class AntifakePrompt(InstructBlipYesNo):
     pseudo_word = "[*]"
     trainable = True
     needs_weights = True
+    option_values: ClassVar[dict[str, tuple[str, ...]]] = {"precision": PRECISIONS, "tokenization": TOKENIZATIONS}
+    fp32_llm_embeddings = True  # the authors' LlamaModelTextualInversion builds its tables in fp32
     variants = {
         None: Variant(_release("COCO_150k_SD3_SD2IP.pth"), "COCO (real) + SD3 + SD2IP (fake), 150k images; paper v3 average over 23 sets 91.81%"),
         "lama": Variant(_release("COCO_150k_SD3_SD2IP_lama.pth"), "COCO + SD3 + SD2IP + LaMa, 180k images; paper v3 average 94.50%"),
@@ -97,9 +116,11 @@ class AntifakePrompt(InstructBlipYesNo):
     choices = [
         "Default base = vision/Q-Former/projection of Salesforce/instructblip-vicuna-7b + LLM lmsys/vicuna-7b-v1.3 (what the authors ran); base 'hf' = the plain HF checkpoint.",
         "[*] ids: LAVIS uses Q-Former 30523 (after [DEC]) and LLM 32001 (after [PAD]); afpbench maps the released vectors by key name and substitutes them wherever the tokenizer's [*] id appears, so the id number never matters.",
-        "LLM prompt starts with </s> (the authors set bos_token='</s>'); text around [*] is tokenised piecewise like the slow LLaMA tokenizer.",
-        "Threshold 0.5 on P(no | yes, no) reproduces the authors' lower-loss rule exactly (ties aside).",
+        "LLM prompt starts with </s> (the authors set bos_token='</s>'); text around [*] is tokenised piecewise like the slow LLaMA tokenizer of transformers 4.30 ('▁real [*] ▁?'); option tokenization=transformers-4.35 gives what the same code yields on newer transformers ('▁real ▁ [*] ?').",
+        "Threshold 0.5 on P(no | yes, no) reproduces the authors' lower-loss rule exactly, ties included (a tie is real).",
         "New [*] vectors start from N(0, initializer_range) as in LAVIS without init_word.",
+        *FAMILY_CHOICES,
+        "Authors' precision: the LLM's input embedding table and [*] stay fp32, as in their textual-inversion LLaMA.",
     ]
 
     # -- weights -------------------------------------------------------------------------
@@ -111,6 +132,8 @@ class AntifakePrompt(InstructBlipYesNo):
         obj = torch_load(p)
         if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
             raise WeightsError(f"{p} is not a LAVIS checkpoint: expected a dict whose 'model' entry holds {LAVIS_QFORMER_KEY} and {LAVIS_LLM_KEY}; use a released AntifakePrompt .pth.")
+        # The trainer's other entries (optimizer, config, scaler, epoch) are not needed to score.
+        self._lavis_file = True
         return dict(obj["model"]), {}
 
     def before_prompt(self) -> None:
@@ -142,6 +165,8 @@ class AntifakePrompt(InstructBlipYesNo):
             }
             self._copy(tensors)
             return
+        if getattr(self, "_lavis_file", False):
+            tensors = self.drop_lavis_buffers(tensors, self.weights_path)
         self.load_trainable_state(tensors, self.weights_path or "weights")
 
     def _copy(self, tensors: dict[str, Any]) -> None:
@@ -171,9 +196,15 @@ class AntifakePrompt(InstructBlipYesNo):
             pseudo_word=self.pseudo_word,
             token_ids={"qformer": self.q_pseudo_id, "llm": self.llm_pseudo_id},
             lavis_token_ids=LAVIS_TOKEN_IDS,
+            tokenization=self.tokenization,
             trainable_parameters=self.qformer_hidden + self.llm_hidden,
         )
         return meta
+
+    def arguments(self) -> dict[str, Any]:
+        out = super().arguments()
+        out["tokenization"] = self.tokenization
+        return out
 
     def export_lavis(self, path: str | Path) -> Path:
         """Write the two embeddings as the authors' LAVIS checkpoint (``{"model": {...}}``)."""

@@ -85,7 +85,7 @@ class DetectorCard(BaseModel):
     training_data: str = Field("", description="What the weights were trained on.")
     base: str | None = Field(None, description="Backbone this detector was built on (folder or hub id), when any.")
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
-    threshold: float = Field(0.5, description="pred = score >= threshold.")
+    threshold: float = Field(0.5, description="pred = score > threshold (a tie is real).")
     threshold_policy: str = Field("fixed", description="How the threshold was chosen.")
     trainable: bool = Field(False, description="Whether `afpbench train` can train it.")
     choices: list[str] = Field(default_factory=list, description="Decisions afpbench made that the paper does not document.")
@@ -293,7 +293,8 @@ def check_device(device: str) -> str:
 class Detector:
     """Base class of every detector; subclasses fill the class attributes and the hooks.
 
-    Construction: ``Cls(tag, weights=..., device=..., dtype=..., base=..., image_size=...)``.
+    Construction: ``Cls(tag, weights=..., device=..., dtype=..., base=..., image_size=...,
+    options=...)``; ``options`` are the detector's own named settings (``option_values``).
     ``train_init=True`` builds a trainable detector from its base without weights (what
     ``afpbench train`` starts from); everything else refuses to run without weights when
     the detector needs them.
@@ -315,6 +316,9 @@ class Detector:
     choices: ClassVar[list[str]] = []
     default_threshold_policy: ClassVar[str] = "fixed 0.5 on P(fake)"
     cuda_dtype: ClassVar[str] = "float32"
+    # Named options beyond the common arguments (``options={"KEY": "VALUE"}``, the CLI's
+    # ``--detector-option KEY=VALUE``): option name -> the values it accepts.
+    option_values: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def read_own_weights(self) -> tuple[dict[str, Any] | None, dict[str, Any]] | None:
         """Weights in afpbench's own formats: ``(None, {})`` without weights, ``(tensors,
@@ -340,6 +344,7 @@ class Detector:
         base: str | None = None,
         image_size: int | None = None,
         train_init: bool = False,
+        options: dict[str, str] | None = None,
     ):
         if tag not in self.variants:
             known = [f"{self.name}.{t}" if t else self.name for t in self.variants]
@@ -348,7 +353,9 @@ class Detector:
             raise did_you_mean(f"{self.name}.{tag}", known, "detector variant")
         self.tag = tag
         self.variant = self.variants[tag]
+        self.options = self.check_options(options or {})
         self.device = check_device(device)
+        self.requested_dtype = dtype  # None: the detector's default (a detector may pick a mixed-precision mode then)
         self.dtype = resolve_dtype(self.device, dtype, self.cuda_dtype)
         self.base = base
         self.image_size = image_size
@@ -361,6 +368,19 @@ class Detector:
         self.threshold = 0.5
         self.threshold_policy = self.default_threshold_policy
         self.setup()
+
+    def check_options(self, options: dict[str, Any]) -> dict[str, str]:
+        """Refuse an option this detector does not have, or a value it does not accept."""
+        out = {}
+        for key, value in options.items():
+            allowed = self.option_values.get(key)
+            if allowed is None:
+                have = ", ".join(sorted(self.option_values)) or "none"
+                raise AfpbenchError(f"{self.name} has no option '{key}' (its options: {have}); drop it or pick another detector.")
+            if str(value) not in allowed:
+                raise AfpbenchError(f"Option {key}={value} is not one {self.name} accepts; use one of {', '.join(allowed)}.")
+            out[key] = str(value)
+        return out
 
     # -- hooks subclasses implement ------------------------------------------------------
     def setup(self) -> None:

@@ -5,7 +5,13 @@ zero-shot ``instructblip``; peft injects LoRA adapters into the LLM's attention
 (``q_proj``, ``v_proj``; r=8, alpha=32, dropout 0.1, as the authors' LAVIS LoRA config).
 With fresh adapters (B = 0) the model *is* the zero-shot one, which is where
 ``afpbench train --detector instructblip_lora`` starts. There are no released LoRA
-weights: scoring needs a folder written by ``afpbench train``.
+weights: scoring needs a folder written by ``afpbench train``, or a checkpoint of the
+authors' LAVIS trainer (``blip2_vicuna_instruct_lora`` with ``lora_on_Qformer: False``,
+as their ``lora_train.yaml``): ``{"model": ..., "optimizer": ..., ...}`` whose ``model``
+holds peft's adapters under ``llm_model.base_model.model.<LLaMA key>`` plus the frozen
+model's buffers (``Qformer.bert.embeddings.position_ids`` and one
+``llm_model.base_model.model.model.layers.<i>.self_attn.rotary_emb.inv_freq`` per layer),
+which are checked against the base and ignored.
 """
 
 from __future__ import annotations
@@ -15,11 +21,19 @@ from typing import Any, ClassVar
 
 import torch
 
-from afpbench.detectors.base import Variant, check_state_dict
-from afpbench.detectors.instructblip import CODE, LICENSE, PAPER, InstructBlipYesNo
+from afpbench.detectors.base import Variant, check_state_dict, torch_load
+from afpbench.detectors.instructblip import (
+    CODE,
+    FAMILY_CHOICES,
+    LICENSE,
+    PAPER,
+    InstructBlipYesNo,
+)
 from afpbench.errors import WeightsError
 
 LORA = {"r": 8, "lora_alpha": 32, "lora_dropout": 0.1, "target_modules": ["q_proj", "v_proj"]}
+# Where the authors' LAVIS model keeps the peft-wrapped LLM: llm_model = get_peft_model(LLaMA).
+LAVIS_PEFT_PREFIX = "llm_model.base_model.model."
 
 
 class InstructBlipLora(InstructBlipYesNo):
@@ -34,14 +48,23 @@ class InstructBlipLora(InstructBlipYesNo):
     needs_weights = True
     lora: ClassVar[dict[str, Any]] = LORA
     variants = {None: Variant(training_data="trained by 'afpbench train' (no released LoRA weights)")}
-    choices = ["LoRA config r=8, alpha=32, dropout 0.1 on q_proj/v_proj of the LLM, as the authors' LAVIS LoRA baseline; adapters kept in float32."]
+    lavis_llm_prefix = LAVIS_PEFT_PREFIX + "model."
+    choices = [
+        "LoRA config r=8, alpha=32, dropout 0.1 on q_proj/v_proj of the LLM, as the authors' LAVIS LoRA baseline; adapters kept in float32.",
+        "Also reads a checkpoint of the authors' LAVIS trainer (peft keys under llm_model.base_model.model.); LoRA on the Q-Former (lora_on_Qformer) is not supported and refused.",
+        *FAMILY_CHOICES,
+    ]
 
     def read_weights(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         own = self.read_own_weights()
         if own is not None:
             return own
         p = self.weights_path
-        raise WeightsError(f"{p} is not LoRA weights afpbench can read; pass the folder written by 'afpbench train --detector instructblip_lora'.")
+        obj = torch_load(p)
+        if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
+            raise WeightsError(f"{p} is not LoRA weights afpbench can read; pass the folder written by 'afpbench train --detector instructblip_lora' or a checkpoint of the authors' LAVIS trainer.")
+        self._lavis_file = True
+        return dict(obj["model"]), {}
 
     def before_prompt(self) -> None:
         from peft import LoraConfig, inject_adapter_in_model
@@ -61,8 +84,14 @@ class InstructBlipLora(InstructBlipYesNo):
             raise WeightsError(f"The LLM of '{self.base_spec}' has no q_proj/v_proj layers for LoRA; use a LLaMA/Vicuna base.")
 
     def install(self, tensors: dict[str, Any] | None) -> None:
-        if tensors is not None:
-            self.load_trainable_state(tensors, self.weights_path or "weights")
+        if tensors is None:
+            return
+        if getattr(self, "_lavis_file", False):
+            tensors = self.drop_lavis_buffers(tensors, self.weights_path)
+            # peft's names inside the LAVIS model -> the same adapters injected into the HF LLM.
+            n = len(LAVIS_PEFT_PREFIX)
+            tensors = {(k[n:] if k.startswith(LAVIS_PEFT_PREFIX) else k): v for k, v in tensors.items()}
+        self.load_trainable_state(tensors, self.weights_path or "weights")
 
     def load_trainable_state(self, state: dict[str, Any], source: Path | str) -> None:
         expected = {k: tuple(p.shape) for k, p in self._lora.items()}
