@@ -23,7 +23,6 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from afpbench.errors import AfpbenchError
 
 #: Columns of every row that enter the recipe fingerprint.
 RECIPE_COLUMNS = ("id", "prompt", "source", "seed")
