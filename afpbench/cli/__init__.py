@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "score": "score",
     "leaderboard": "leaderboard",
     "demo": "demo",
+    "plan": "plan",
 }
 
 
