@@ -121,7 +121,9 @@ def _component_class(lib: str, name: str) -> Any:
     if lib in ("diffusers", "transformers"):
         return getattr(importlib.import_module(lib), name)
     if lib == "stable_diffusion":
-        from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+        from diffusers.pipelines.stable_diffusion.safety_checker import (
+            StableDiffusionSafetyChecker,
+        )
 
         return StableDiffusionSafetyChecker
     return None  # IF's safety checker/watermarker: configs not shipped
@@ -366,7 +368,7 @@ class Plan:
         return d
 
     def render(self) -> str:
-        g = lambda n: f"{n / GIB:.2f} GiB"  # noqa: E731
+        g = lambda n: f"{n / GIB:.2f} GiB"
         lines = [f"plan: {self.kind} {self.name}  (dtype {self.dtype}, batch {self.batch_size})", "models to download:"]
         for p in self.parts:
             rev = p.revision or "main"
@@ -465,7 +467,7 @@ def plan_build(name: str, *, batch_size: int = 4, dtype: str | None = None, coun
             fixes.append(f"afpbench build {name} --param use_t5=false (drops the 4.8B-parameter T5-XXL encoder)")
         if dtype == "fp32":
             fixes.append(f"afpbench build {name} --dtype fp16")
-        h, w = int((backend.param("height", 512) if backend else params.get("height", 1024))), int((backend.param("width", 512) if backend else params.get("width", 1024)))
+        h, w = int(backend.param("height", 512) if backend else params.get("height", 1024)), int(backend.param("width", 512) if backend else params.get("width", 1024))
     elif card.backend == "classifier":
         folder = config_dir(card.model_id)
         if folder is not None:
@@ -540,10 +542,8 @@ def build_detector(name: str, *, dtype: str = "bf16") -> Any:
         raise AfpbenchError(f"No shipped configs for the base of '{name}'; its size cannot be estimated here.")
     tdt = torch.bfloat16 if DTYPE_BYTES[dtype] == 2 else torch.float32
     if base_name == "univfd":
-        from transformers import CLIPVisionModelWithProjection
-
         from accelerate import init_empty_weights
-        from transformers import CLIPVisionConfig
+        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
         with init_empty_weights():  # the vision half of the composite CLIP config, as from_pretrained takes it
             clip = CLIPVisionModelWithProjection(CLIPVisionConfig.from_pretrained(base))
@@ -602,7 +602,7 @@ def plan_evaluate(detectors: list[str], *, profile: str | None = "v3", datasets:
                 parts.append(Part(ids[0] if comp != "probe" else f"{name} weights", comp, type(mod).__name__, count_parameters(mod), "config"))
         size = det.image_size or 224
         dt = det.dtype
-        steps[name] = trace_peak(lambda: det.forward_scores(torch.empty(batch_size, 3, size, size, device="meta", dtype=dt)))
+        steps[name] = trace_peak(lambda det=det, size=size, dt=dt: det.forward_scores(torch.empty(batch_size, 3, size, size, device="meta", dtype=dt)))
     weights = sum(p.parameters for p in parts) * DTYPE_BYTES[dtype]
     act = max(steps.values()) if steps else 0
     notes.append(f"{len(sets)} sets ({profile or 'custom'}); predictions are written as parquet, a few hundred bytes a row")
@@ -623,4 +623,4 @@ def refusal(plan: Plan) -> str | None:
     return None
 
 
-__all__ = ["Plan", "Part", "plan_build", "plan_evaluate", "refusal", "build_backend", "build_detector", "config_dir", "configs_root", "trace_peak", "count_parameters", "EmptyWeightsBackend", "empty_pipeline"]
+__all__ = ["EmptyWeightsBackend", "Part", "Plan", "build_backend", "build_detector", "config_dir", "configs_root", "count_parameters", "empty_pipeline", "plan_build", "plan_evaluate", "refusal", "trace_peak"]

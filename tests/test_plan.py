@@ -8,7 +8,12 @@ from conftest import run_cli
 
 
 def test_build_plan_counts_equal_the_meta_models():
-    from afpbench.estimate import DTYPE_BYTES, build_backend, count_parameters, plan_build
+    from afpbench.estimate import (
+        DTYPE_BYTES,
+        build_backend,
+        count_parameters,
+        plan_build,
+    )
 
     plan = plan_build("sd2", batch_size=2, dtype="fp16", count=10, gpu=(None, None))
     backend = build_backend("sd2")
