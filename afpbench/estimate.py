@@ -137,7 +137,7 @@ def empty_pipeline(cls: Any, folder: Path, dtype: Any, overrides: dict[str, Any]
     error (the estimate would silently drop its weights otherwise).
     """
     index = json.loads((folder / "model_index.json").read_text())
-    expected, optional = cls._get_signature_keys(cls)
+    expected, _optional = cls._get_signature_keys(cls)
     kwargs: dict[str, Any] = {}
     missing = []
     for key in expected:
