@@ -30,6 +30,7 @@ SUBCOMMANDS = {
     "score": "score",
     "leaderboard": "leaderboard",
     "demo": "demo",
+    "plan": "plan",
 }
 
 

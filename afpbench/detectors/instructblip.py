@@ -134,6 +134,20 @@ def _from_pretrained(cls: Any, src: str, what: str, **kw: Any) -> Any:
     return model
 
 
+def _from_config(cls: Any, src: str, what: str, *, dtype: Any) -> Any:
+    """The architecture of ``src`` from its config alone: parameters on the meta device, no
+    weights read (``device="meta"``: afpbench plan and the real-size tests)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(src)
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"Cannot read the {what} config from '{src}' ({' '.join(str(exc).split())[:160]}); pass --base with a folder that holds config.json.") from exc
+    with init_empty_weights():  # buffers (rotary frequencies, position ids) stay real, on the CPU
+        return cls.from_config(config, dtype=dtype) if hasattr(cls, "from_config") else cls._from_config(config, dtype=dtype)
+
+
 def _tokenizer(src: str, what: str, **kw: Any) -> Any:
     from transformers import AutoTokenizer
 
@@ -161,13 +175,14 @@ def load_instructblip(base: str | None, *, dtype: Any, device: str, llm_dtype: A
     _quiet_transformers()
     llm_dtype = llm_dtype or dtype
     blip, llm = resolve_base(base)
-    model = _from_pretrained(InstructBlipForConditionalGeneration, blip, "InstructBLIP model", dtype=dtype)
+    load = _from_config if str(device) == "meta" else _from_pretrained
+    model = load(InstructBlipForConditionalGeneration, blip, "InstructBLIP model", dtype=dtype)
     q_tok = _tokenizer(blip, "Q-Former tokenizer", subfolder="qformer_tokenizer")
     if llm:
         # Free the bundled LLM before loading the replacement, so peak memory stays ~one LLM.
         model.language_model = None
         gc.collect()
-        lm = _from_pretrained(AutoModelForCausalLM, llm, "language model", dtype=llm_dtype)
+        lm = load(AutoModelForCausalLM, llm, "language model", dtype=llm_dtype)
         model.language_model = lm
         model.config.text_config = lm.config
         if lm.config.hidden_size != model.language_projection.out_features:
@@ -177,7 +192,9 @@ def load_instructblip(base: str | None, *, dtype: Any, device: str, llm_dtype: A
         _cast_parameters(model.language_model, llm_dtype)
         llm_tok = _tokenizer(blip, "LLM tokenizer")
     model.requires_grad_(False)
-    model.eval().to(device)
+    model.eval()
+    if str(device) != "meta":
+        model.to(device)
     spec = f"{blip}+{llm}" if llm else blip
     return model, q_tok, llm_tok, spec
 

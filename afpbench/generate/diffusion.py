@@ -152,7 +152,7 @@ class DiffusionBackend(Backend):
         if local is not None and variant and not any(f".{variant}." in p.name for p in local.rglob("*")):
             variant = None  # a local folder without variant files holds the plain weights
         try:
-            pipe = cls.from_pretrained(str(local) if local else ref, revision=None if local else revision, variant=variant, **_dtype_kwargs(self.dtype), **kwargs)
+            pipe = self._from_pretrained(cls, str(local) if local else ref, revision=None if local else revision, variant=variant, **_dtype_kwargs(self.dtype), **kwargs)
         except AfpbenchError:
             raise
         except Exception as exc:
@@ -162,7 +162,7 @@ class DiffusionBackend(Backend):
             if local is None and isinstance(exc, (errors.HfHubHTTPError, errors.LocalEntryNotFoundError, OSError)):
                 raise hub_error(ref, exc) from exc
             raise AfpbenchError(f"Cannot load {cls_name} from {ref} ({type(exc).__name__}: {_first_line(exc)}); pass --model with a complete {cls_name} folder or hub id.") from exc
-        pipe.to(self.device)
+        self._to_device(pipe)
         pipe.set_progress_bar_config(disable=True)
         prov = {
             "model_id": ref,
@@ -175,6 +175,14 @@ class DiffusionBackend(Backend):
             prov["components_absent"] = sorted(dropped)
         return pipe, prov
 
+    def _from_pretrained(self, cls: Any, source: str, **kwargs: Any) -> Any:
+        """``cls.from_pretrained``: the one place weights are read (afpbench.estimate builds the
+        same classes from their configs on the meta device instead)."""
+        return cls.from_pretrained(source, **kwargs)
+
+    def _to_device(self, pipe: Any) -> None:
+        pipe.to(self.device)
+
     def _load_model(self, cls_name: str, ref: str, revision: str | None) -> tuple[Any, dict[str, Any]]:
         """A single diffusers model used by a pipeline (the ControlNet of stylization)."""
         import diffusers
@@ -184,7 +192,7 @@ class DiffusionBackend(Backend):
         if not path.exists() and looks_like_path(ref):
             raise AfpbenchError(f"Model folder {ref} does not exist; pass an existing {cls_name} folder saved by save_pretrained, or a hub id.")
         try:
-            model = cls.from_pretrained(str(path) if path.exists() else ref, revision=None if path.exists() else revision, **_dtype_kwargs(self.dtype))
+            model = self._from_pretrained(cls, str(path) if path.exists() else ref, revision=None if path.exists() else revision, **_dtype_kwargs(self.dtype))
         except Exception as exc:
             if not path.exists():
                 raise hub_error(ref, exc) from exc
