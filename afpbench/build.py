@@ -218,7 +218,7 @@ def _overrides(recipe, card, config: BuildConfig, planned_info: dict[str, Any]) 
         out["source"] = {"recipe": _recipe_source(recipe), "used": "photos (crops of the real photos bundled with scikit-image, scikit-learn and matplotlib)"}
     elif kind == "hf_dataset" and config.source and config.source != recipe.source.dataset:
         out["source"] = {"recipe": _recipe_source(recipe), "used": config.source}
-    elif kind in ("captions", "images", "imagenet") and config.source:
+    elif kind in ("captions", "images", "imagenet", "import") and config.source:
         used = {k for k, n in (planned_info.get("mix") or {}).items() if n}
         if wanted and used and used != wanted:
             # e.g. sd2 (COCO + Flickr captions) prompted from one plain caption file

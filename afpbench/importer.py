@@ -185,9 +185,9 @@ def iter_inputs(source: Path, scratch: Path | None = None, max_bytes: int | None
     elif tarfile.is_tarfile(source):
         with open(source, "rb") as fh:
             magic = fh.read(6)
-        compressed = magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic == b"\xfd7zXZ\x00"
-        if compressed:
-            yield from _iter_tar_stream(source, scratch or source.parent / f".{source.name}.afpbench-extract", cap)
+        opener = _decompressor(magic)
+        if opener is not None:
+            yield from _iter_tar_stream(source, opener, scratch or source.parent / f".{source.name}.afpbench-extract", cap)
         else:
             yield from _iter_tar(source)
     else:
@@ -325,7 +325,38 @@ def _iter_tar(source: Path) -> Iterator[InputFile]:
     yield from sorted(out, key=lambda f: _path_key(f.relpath))
 
 
-def _iter_tar_stream(source: Path, scratch: Path, cap: int) -> Iterator[InputFile]:
+def _decompressor(magic: bytes) -> Callable[..., Any] | None:
+    """The opener of a compressed tar, from its first bytes (None: not compressed).
+
+    The archive is decompressed by gzip/bz2/lzma file objects rather than by tarfile's
+    own stream: those bound each read's output, while tarfile's stream decompresses a
+    whole 10 KB block at once, which a block of zeros turns into ~10 MB.
+    """
+    import bz2
+    import gzip
+    import lzma
+
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.open
+    if magic[:3] == b"BZh":
+        return bz2.open
+    if magic == b"\xfd7zXZ\x00":
+        return lzma.open
+    return None
+
+
+def _damaged_stream(exc: BaseException) -> bool:
+    """Whether ``exc`` means the compressed data is bad (not, e.g., a full disk)."""
+    import lzma
+    import zlib
+
+    if isinstance(exc, (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)):
+        return True
+    # gzip.BadGzipFile and bz2's "Invalid data stream" are OSErrors without an errno.
+    return isinstance(exc, OSError) and exc.errno is None
+
+
+def _iter_tar_stream(source: Path, opener: Callable[..., Any], scratch: Path, cap: int) -> Iterator[InputFile]:
     """A compressed tar, unpacked once, streaming, into ``scratch`` under numbered names.
 
     Members are written as 0000000, 0000001... so no member path ever becomes a path on
@@ -349,7 +380,7 @@ def _iter_tar_stream(source: Path, scratch: Path, cap: int) -> Iterator[InputFil
         entries = []
         k = 0
         try:
-            with tarfile.open(source, "r|*") as tf:
+            with opener(source, "rb") as raw, tarfile.open(fileobj=raw, mode="r|") as tf:
                 for m in tf:
                     if m.isdir():
                         continue
@@ -365,7 +396,9 @@ def _iter_tar_stream(source: Path, scratch: Path, cap: int) -> Iterator[InputFil
                             shutil.copyfileobj(src, dst, 1024 * 1024)
                         entry["file"] = fname
                     entries.append(entry)
-        except (tarfile.TarError, EOFError) as exc:
+        except Exception as exc:
+            if not _damaged_stream(exc):
+                raise
             entries.append({"name": "<rest of the archive>", "error": _tar_damaged(exc).error})
         atomic_write_text(index, json.dumps({"stamp": stamp, "entries": entries}))
     out = []
@@ -567,7 +600,9 @@ def read_checked(f: InputFile, max_pixels: int, cap: int) -> Checked:
             why = _sniff(head, max_pixels) if len(head) == HEAD_BYTES else None
             if why:
                 return Checked(False, why)
-        raw = f.read(cap + 1)
+        # Ask for no more than the declared size (+1 to see a file that grew): readers
+        # allocate what is asked for before they know how much there is.
+        raw = f.read((min(f.size, cap) if f.size is not None else cap) + 1)
     except OSError as exc:
         if isinstance(exc, (zipfile.BadZipFile, tarfile.TarError)) or not exc.strerror:
             return Checked(False, f"unreadable archive member ({' '.join(str(exc).split())[:80]})")
@@ -576,6 +611,8 @@ def read_checked(f: InputFile, max_pixels: int, cap: int) -> Checked:
         return Checked(False, f"unreadable archive member ({type(exc).__name__}: {' '.join(str(exc).split())[:80]})")
     if len(raw) > cap:  # the declared size was wrong (a file that grew, a lying header)
         return Checked(False, _too_large(len(raw), cap))
+    if f.size is not None and len(raw) > f.size:
+        return Checked(False, f"changed while it was read (larger than its declared {f.size} bytes)")
     return check_image(raw, max_pixels)
 
 
@@ -655,6 +692,8 @@ def import_set(cfg: ImportConfig, files: list[InputFile] | None = None) -> Impor
     """Import ``cfg.source`` (or the given ``files``) as the set ``cfg.name``."""
     name = check_set_name(cfg.name, "NAME")
     label, family, info = _label_of(name, cfg.label, Path(cfg.source))
+    key = _import_key(cfg)
+    _check_target(cfg, key)  # before the input is read or unpacked
     own_scratch = files is None
     if files is None:
         files = list(iter_inputs(cfg.source, _scratch(cfg), cfg.max_bytes))
@@ -667,8 +706,6 @@ def import_set(cfg: ImportConfig, files: list[InputFile] | None = None) -> Impor
     if not problems and not any(_has_image_ext(f) for _, f in cands):
         raise AfpbenchError(f"{cfg.source} holds {len(files)} file(s) but none with an image extension ({', '.join(sorted(IMAGE_EXTENSIONS))}); point --from at the images.")
     ids = row_ids(name, [f.relpath for _, f in cands])
-    key = _import_key(cfg)
-    _check_target(cfg, key)
     info.update(source={"path": str(cfg.source), "files": len(files)}, seed=cfg.seed, acquisition="import", resume_key=key)
     writer = DatasetWriter(cfg.out, name, info=info, options=WriterOptions(flush_rows=cfg.flush_rows, overwrite=cfg.overwrite))
     order = list(range(len(cands)))
