@@ -4,12 +4,27 @@ For the sets that cannot be regenerated (closed models, face datasets) and for t
 authors' own test archive. Inputs: a folder tree, a .tar/.tar.gz/.tgz/.zip archive, or
 a Hugging Face dataset saved with ``save_to_disk``.
 
-Every input file ends up either as a row or in the manifest's ``rejects`` with a
-reason: nothing is dropped silently (the original evaluation code skipped ``.JPG`` and
-``.webp`` files and scored a folder of fakes with the real label). Images keep their
-original bytes; only modes a detector cannot read unambiguously as 8-bit RGB (CMYK,
-16-bit, alpha, palette) are converted, losslessly to PNG, with the original mode and
-format kept in ``meta``.
+Every entry of the input ends up either as a row or in the manifest's ``rejects`` with
+a reason: nothing is dropped silently (the original evaluation code skipped ``.JPG`` and
+``.webp`` files and scored a folder of fakes with the real label). That includes what a
+walk or an unpacker would skip without a word: unreadable folders and files, link loops,
+dangling links, named pipes and devices, archive members that are links or devices or
+whose path is absolute or climbs out with '..', members far too large, and a damaged
+archive's tail. With ``--count``, the entries left unread once the sample is complete
+are counted as "not examined". In the authors' archive layout, files under no set folder
+are listed in ``<out>/import-unmatched.json`` and counted by the CLI.
+
+Safety: no member path ever becomes a path on disk (a compressed tar is unpacked under
+numbered names), and an entry's declared size is checked before a byte of it is read;
+a large entry is sniffed from its first megabyte before being read whole. Row ids are
+the set name plus the whole input path, extension included, unique by construction and
+free of control characters (see ``row_ids``). An import never replaces a different
+dataset at ``<out>/<name>`` without ``overwrite``; re-running the same import replaces
+it only when the content is the same.
+
+Images keep their original bytes; only modes a detector cannot read unambiguously as
+8-bit RGB (CMYK, 16-bit, alpha, palette) are converted, losslessly to PNG, with the
+original mode and format kept in ``meta``.
 """
 
 from __future__ import annotations
@@ -172,7 +187,7 @@ def iter_inputs(source: Path, scratch: Path | None = None, max_bytes: int | None
     members over ``max_bytes`` are never unpacked.
     """
     cap = max_bytes if max_bytes is not None else max_file_bytes(DEFAULT_MAX_PIXELS)
-    if not source.exists() and not source.is_symlink():
+    if not source.exists():
         raise AfpbenchError(f"Input {source} does not exist; pass an existing folder, .tar/.tar.gz/.zip archive or saved HF dataset with --from.")
     if _is_hf_on_disk(source):
         yield from _iter_hf(source)
@@ -180,7 +195,7 @@ def iter_inputs(source: Path, scratch: Path | None = None, max_bytes: int | None
         yield from _iter_folder(source)
     elif not os.access(source, os.R_OK):
         raise AfpbenchError(f"Cannot read {source} (permission denied); fix its permissions or copy it somewhere readable.")
-    elif source.suffix.lower() == ".zip" or zipfile.is_zipfile(source):
+    elif source.suffix.lower() == ".zip":
         yield from _iter_zip(source)
     elif tarfile.is_tarfile(source):
         with open(source, "rb") as fh:
@@ -190,6 +205,8 @@ def iter_inputs(source: Path, scratch: Path | None = None, max_bytes: int | None
             yield from _iter_tar_stream(source, opener, scratch or source.parent / f".{source.name}.afpbench-extract", cap)
         else:
             yield from _iter_tar(source)
+    elif zipfile.is_zipfile(source):  # after tar: a tar whose last member is a zip looks like one
+        yield from _iter_zip(source)
     else:
         raise AfpbenchError(f"{source} is neither a folder, a .tar/.tar.gz/.zip archive nor a saved HF dataset; convert it to one of those.")
 

@@ -28,7 +28,7 @@ from conftest import run_cli
 
 from afpbench.dataset import open_dataset, verify
 from afpbench.errors import AfpbenchError, DatasetError
-from afpbench.importer import HEAD_BYTES, ImportConfig, import_archive, import_set, max_file_bytes
+from afpbench.importer import HEAD_BYTES, ImportConfig, import_set, max_file_bytes
 
 ROOT_BYPASSES_PERMISSIONS = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 
@@ -191,15 +191,29 @@ def test_unreadable_folder_and_file_are_listed_rejects(world_tmp, photos):
         if probe != "False":
             pytest.skip("cannot make a folder unreadable here (running as root, and 'nobody' can read it too)")
         line = _in_unprivileged_child(lambda: import_set(cfg).line(), world_tmp / "result.txt")
+        listing = _in_unprivileged_child(lambda: _listing_error(src), world_tmp / "listing.txt")
     else:
         if os.access(src / "locked", os.R_OK):
             pytest.skip("chmod 000 does not make a folder unreadable on this file system")
         line = import_set(cfg).line()
+        listing = _listing_error(src)
+    # A build's image folder with an unreadable sub-folder stops with one line instead.
+    assert listing.startswith(f"Cannot read the folder {src / 'locked'} (Permission denied)")
     rejects = _rejects(out / "perm")
     assert rejects["locked"].startswith("unreadable folder (Permission denied")
     assert rejects["sealed.png"] == "unreadable file (Permission denied)"
     assert open_dataset(out / "perm").ids() == ["perm/ok.png"]
     assert _summary_counts(line)[:3] == (3, 1, 2)
+
+
+def _listing_error(src: Path) -> str:
+    from afpbench.sources.images import list_images
+
+    try:
+        list_images(str(src))
+    except AfpbenchError as exc:
+        return str(exc)
+    return "listed without error"
 
 
 def test_colliding_ids_in_a_hf_dataset_are_two_rows(tmp_path, photos):
@@ -576,3 +590,38 @@ def test_400mb_zero_member_costs_no_memory(tmp_path, photos, kind):
     imported, rejected, peak_mb = map(int, res.stdout.split())
     assert (imported, rejected) == (1, 1)
     assert peak_mb < 300, f"peak RSS {peak_mb} MB"  # ~160 MB measured; the member alone would be 400
+
+
+# -- build sources: image folders ---------------------------------------------------------
+def test_image_folder_listing_stops_on_what_it_cannot_list(tmp_path, photos):
+    from afpbench.sources.images import list_images
+
+    def fresh(name: str) -> Path:
+        root = tmp_path / name
+        (root / "sub").mkdir(parents=True)
+        (root / "a.png").write_bytes(_png(photos, 0))
+        (root / "sub" / "b.png").write_bytes(_png(photos, 1))
+        return root
+
+    ok = fresh("ok")
+    assert list_images(str(ok)) == ("a.png", "sub/b.png")
+    loop = fresh("loop")
+    os.symlink(loop, loop / "sub" / "up")
+    with pytest.raises(AfpbenchError, match="symbolic link loop"):
+        list_images(str(loop))
+    dangling = fresh("dangling")
+    os.symlink(dangling / "gone.png", dangling / "c.png")
+    with pytest.raises(AfpbenchError, match="dangling symbolic link"):
+        list_images(str(dangling))
+
+
+def test_image_keys_are_unique_and_keep_short_keys(tmp_path):
+    from afpbench.sources.images import image_keys
+
+    rels = ["COCO_train2014_000000000009.jpg", "COCO_val2014_000000000009.jpg", "a.jpg", "a.png", "s1/b.jpg", "s2/b.jpg",
+            "x.jpg", "x~1.jpg", "solo.png", "bell\x07.png"]
+    keys = image_keys(rels)
+    assert len(set(keys)) == len(keys)
+    # Colliding short keys fall back to the whole path; the rest keep their short key.
+    assert keys[:6] == rels[:6]
+    assert keys[6:] == ["x", "x~1.jpg", "solo", "bell%07"]
