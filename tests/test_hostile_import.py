@@ -553,11 +553,16 @@ def test_source_override_without_standin_and_plain_build(tmp_path):
 
 
 def test_import_into_a_catalog_name_says_it_was_imported(tmp_path, photos):
+    from afpbench.card import validate_card
+    from afpbench.catalog import get_recipe
+
     src = _folder(tmp_path / "src", photos, [0, 1])
     s = import_set(ImportConfig(name="sd2", source=src, out=tmp_path / "out"))
     m = _manifest(s.path)
     assert m["description"].startswith("Images imported from src") and m["acquisition"] == "import"
-    assert "imported from" in (s.path / "README.md").read_text()
+    assert m["recipe"]["description"] == get_recipe("sd2").description
+    card = (s.path / "README.md").read_text()
+    assert "imported from" in card and validate_card(card) == []
 
 
 # -- real size (slow) --------------------------------------------------------------------
