@@ -308,7 +308,7 @@ def build_tiny_pipeline(kind: str, out_dir: str | Path, seed: int = 0) -> Path:
     marker = {
         "standin": True, "kind": kind, "seed": seed, "builder": "afpbench.generate.tiny.build_tiny_pipeline",
         "stands_in_for": sorted(r for r, k in RECIPE_KINDS.items() if k == kind),
-        "note": "random weights built from configs (a few thousand parameters); its images are not the real model's",
+        "note": "random weights in a tiny version of the real architecture, built from configs; its images are not the real model's",
     }
     (out / STANDIN_FILE).write_text(json.dumps(marker, indent=1) + "\n")
     return out
