@@ -13,6 +13,18 @@ The steps, in the order that keeps failures cheap and finished work safe:
 6. when every process is done, rank 0 finalizes (sorted rows, shards, card, manifest)
    and swaps the folder in: an existing dataset is replaced only by a complete one.
 
+Replacing: ``<out>/<name>`` holding this exact build means nothing to do; holding
+anything else (another build, an import, files that are no dataset) is refused before
+the model loads unless ``overwrite`` (``--overwrite``) is given. A partial build of the
+same recipe and parameters always resumes.
+
+Provenance: the manifest and card say what was done, not only what the recipe asks
+for. A ``--model`` other than the generator card's and a ``--source`` that is not the
+recipe's collections are listed under ``overrides`` (the recipe's value and the one
+used), and a model folder made by ``afpbench.generate.tiny`` (marked with
+``afpbench_standin.json``) makes the set a declared stand-in: its description, card
+title and rows' ``generator`` say so and name the stand-in.
+
 Determinism: batches are cut at fixed positions of the planned row list and every row is
 seeded from its own seed, so a resumed build and a build split over processes run the
 same batches as an uninterrupted one, and on one machine produce the same bytes.
@@ -29,7 +41,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import re
 import sys
 import threading
 import time
@@ -43,7 +54,6 @@ from afpbench.generate.base import BuildConfig, Output, WorkItem
 
 FLUSH_SECONDS_ENV = "AFPBENCH_FLUSH_SECONDS"
 DEFAULT_FLUSH_SECONDS = 10.0
-_NAME = re.compile(r"^[A-Za-z0-9][\w.+-]*$")
 
 
 # -- processes ------------------------------------------------------------------------
@@ -116,6 +126,121 @@ def _already_built(final: Path, key: dict[str, Any]) -> bool:
         return True
     except (ValueError, OSError, DatasetError):
         return False
+
+
+def _check_target(final: Path, key: dict[str, Any], overwrite: bool) -> bool:
+    """Refuse, before any model loads, to replace what ``final`` holds with another build.
+
+    Returns True when ``final`` holds this same build (damaged: not ``_already_built``),
+    which the rebuild may replace whatever its fingerprint.
+    """
+    from afpbench.dataset import existing_target
+
+    state, manifest = existing_target(final)
+    if state in ("absent", "empty"):
+        return False
+    if state == "dataset" and _key_text((manifest.get("build") or {}).get("key")) == _key_text(key):
+        return True
+    if overwrite:
+        return False
+    what = (f"the dataset '{manifest.get('name')}' ({manifest.get('num_rows')} rows) made by other parameters or by an import"
+            if state == "dataset" else "files that are not an afpbench dataset")
+    raise DatasetError(f"{final} already holds {what}; pass --overwrite to replace it, or choose another --name or --out.")
+
+
+def _check_ids(items: list[WorkItem], count: int) -> None:
+    from collections import Counter
+
+    from afpbench.dataset import has_control
+
+    if len(items) != count:
+        raise RuntimeError(f"source planned {len(items)} rows for count {count}")
+    repeated = [i for i, n in Counter(it.id for it in items).items() if n > 1]
+    if repeated:
+        raise AfpbenchError(
+            f"The source gives {len(repeated)} id(s) to several rows (e.g. '{repeated[0]}'); ids come from file names, "
+            f"so rename or remove the files whose names collide."
+        )
+    bad = next((it for it in items if has_control(it.id)), None)
+    if bad is not None:
+        raise AfpbenchError(f"Row id {bad.id!r} (from {bad.source!r}) holds control characters; rename that file.")
+
+
+def _local_dirs(ref: Any) -> list[Path]:
+    out = []
+    for part in str(ref or "").split(","):
+        p = Path(part.strip()).expanduser()
+        if part.strip() and p.exists():
+            out += [p if p.is_dir() else p.parent, (p if p.is_dir() else p.parent).parent]
+    return out
+
+
+def _standin(config: BuildConfig, provenance: dict[str, Any]) -> dict[str, Any] | None:
+    """The stand-in marker of the model folder(s) used, if any (see afpbench.generate.tiny)."""
+    from afpbench.generate.tiny import STANDIN_FILE
+
+    refs = [config.model, provenance.get("model_id"), provenance.get("model")]
+    refs += [s.get("model_id") or s.get("bundled_in") for s in provenance.get("stages") or [] if isinstance(s, dict)]
+    for ref in refs:
+        for folder in _local_dirs(ref):
+            marker = folder / STANDIN_FILE
+            if marker.is_file():
+                try:
+                    data = json.loads(marker.read_text())
+                except ValueError:
+                    data = {}
+                return {"kind": str(data.get("kind", "unknown")), "builder": data.get("builder", "afpbench.generate.tiny"),
+                        "folder": str(folder), "note": data.get("note", "random weights built from configs")}
+    return None
+
+
+def _recipe_source(recipe) -> dict[str, Any]:
+    src = recipe.source
+    out: dict[str, Any] = {"kind": src.kind}
+    if src.mix:
+        out["mix"] = dict(src.mix)
+    if src.dataset:
+        out["dataset"] = src.dataset
+    if src.split:
+        out["split"] = src.split
+    return out
+
+
+def _overrides(recipe, card, config: BuildConfig, planned_info: dict[str, Any]) -> dict[str, Any]:
+    """What this build used instead of the recipe's own model and source, recipe value beside used value."""
+    out: dict[str, Any] = {}
+    if card is not None and config.model and config.model != card.model_id:
+        default = card.model_id if not card.stages else ",".join([str(card.model_id)] + [s.model_id for s in card.stages])
+        out["model"] = {"recipe": default, "used": config.model}
+    kind = recipe.source.kind
+    wanted = set(recipe.source.mix) or ({recipe.source.dataset} if recipe.source.dataset else set())
+    if config.source == "photos" and kind != "photos":
+        out["source"] = {"recipe": _recipe_source(recipe), "used": "photos (crops of the real photos bundled with scikit-image, scikit-learn and matplotlib)"}
+    elif kind == "hf_dataset" and config.source and config.source != recipe.source.dataset:
+        out["source"] = {"recipe": _recipe_source(recipe), "used": config.source}
+    elif kind in ("captions", "images", "imagenet", "import") and config.source:
+        used = {k for k, n in (planned_info.get("mix") or {}).items() if n}
+        if wanted and used and used != wanted:
+            # e.g. sd2 (COCO + Flickr captions) prompted from one plain caption file
+            out["source"] = {"recipe": _recipe_source(recipe), "used": {"spec": config.source, "mix": planned_info.get("mix")}}
+    return out
+
+
+def _describe(recipe, card, standin: dict[str, Any] | None, overrides: dict[str, Any]) -> str:
+    """The set's description as built: the recipe's own words only when nothing was substituted."""
+    if not standin and not overrides:
+        return recipe.description
+    what = []
+    if standin:
+        what.append(f"Stand-in build: images come from afpbench's tiny random-weight '{standin['kind']}' pipeline "
+                    f"({standin['builder']}), not from {card.name if card else 'the recipe generator'}")
+    elif "model" in overrides:
+        what.append(f"Built with the model {overrides['model']['used']} instead of the recipe's {overrides['model']['recipe']}")
+    if "source" in overrides:
+        used = overrides["source"]["used"]
+        what.append(f"inputs from {used['spec'] if isinstance(used, dict) else used} instead of the recipe's {recipe.source.kind} "
+                    f"({', '.join(f'{k} {v}' for k, v in (recipe.source.mix or {}).items()) or recipe.source.dataset or 'its own source'})")
+    return "; ".join(what) + f". These are not the recipe's images; the recipe describes the real set as: {recipe.description}"
 
 
 def _check_partial(out: Path, name: str, key: dict[str, Any]) -> None:
@@ -247,8 +372,11 @@ def _generate(backend, batches: list[list[WorkItem]], sink: _Sink) -> None:
 
 
 # -- entry point ----------------------------------------------------------------------
-def build(recipe_name: str, config: BuildConfig | None = None) -> Path:
-    """Build (or resume, or find already built) the set ``recipe_name``; return its folder."""
+def build(recipe_name: str, config: BuildConfig | None = None, *, overwrite: bool = False) -> Path:
+    """Build (or resume, or find already built) the set ``recipe_name``; return its folder.
+
+    ``overwrite`` allows replacing a different dataset already at ``<out>/<name>``.
+    """
     from afpbench.catalog import get_generator, get_recipe
     from afpbench.generate import backend_for
     from afpbench.generate.base import check_param_keys, resolve_device, resolve_dtype, resolve_params
@@ -262,9 +390,9 @@ def build(recipe_name: str, config: BuildConfig | None = None) -> Path:
     check_param_keys(recipe, config.params)
     if config.batch_size < 1:
         raise AfpbenchError(f"--batch-size must be at least 1 (got {config.batch_size}).")
-    name = config.name or recipe.name
-    if not _NAME.match(name):
-        raise AfpbenchError(f"--name '{name}' is not a plain folder name; use letters, digits, '_', '-' or '.'.")
+    from afpbench.dataset import check_set_name
+
+    name = check_set_name(config.name or recipe.name, "--name")
     count = recipe.count.value if config.count is None else int(config.count)
     seed = recipe.seed if config.seed is None else int(config.seed)
     config.count, config.seed = count, seed
@@ -274,8 +402,7 @@ def build(recipe_name: str, config: BuildConfig | None = None) -> Path:
     # Planning first: a missing or wrong --source fails before torch is even imported.
     planned = plan_rows(recipe, config)
     items = planned.items
-    if len(items) != count or len({it.id for it in items}) != count:
-        raise RuntimeError(f"source planned {len(items)} rows ({len({it.id for it in items})} distinct ids) for count {count}")
+    _check_ids(items, count)
 
     procs = _Processes.detect()
     dtype = None
@@ -293,6 +420,7 @@ def build(recipe_name: str, config: BuildConfig | None = None) -> Path:
         _log(config, procs, f"{final} is already built with these parameters; nothing to do.")
         procs.close()
         return final
+    same_build = _check_target(final, key, overwrite)
     _check_partial(out, name, key)
 
     backend = BACKENDS.get(backend_name)(recipe, card, config)
@@ -304,20 +432,31 @@ def build(recipe_name: str, config: BuildConfig | None = None) -> Path:
 
     generator_info: dict[str, Any] = {"name": card.name, "license": card.license, "paper": card.paper, "url": card.url} if card else {}
     generator_info.update({k: v for k, v in provenance.items() if v is not None or k in ("revision",)})
+    standin = _standin(config, provenance)
+    overrides = _overrides(recipe, card, config, planned.info)
+    if standin:
+        generator_info["standin"] = standin
     info = {
-        "recipe": {"name": recipe.name, "version": recipe.version, "params": params, "choices": _choices(recipe, config, count)},
+        "recipe": {"name": recipe.name, "version": recipe.version, "params": params, "choices": _choices(recipe, config, count),
+                   "description": recipe.description, "source": _recipe_source(recipe)},
         "label": recipe.label,
         "family": recipe.family,
         "paper_name": recipe.paper_name,
-        "description": recipe.description,
+        "description": _describe(recipe, card, standin, overrides),
         "seed": seed,
         "source": planned.info,
         "generator": generator_info,
         "resume_key": key,
     }
-    writer = DatasetWriter(out, name, info=info, options=WriterOptions(rank=procs.rank))
+    if overrides:
+        info["overrides"] = overrides
+    if standin:
+        info["standin"] = standin
+    writer = DatasetWriter(out, name, info=info, options=WriterOptions(rank=procs.rank, overwrite=overwrite or same_build))
     done = writer.done_ids()
     row_generator = card.name if card else ""
+    if standin:
+        row_generator = f"{standin['kind']} stand-in for {row_generator or recipe.name}"
 
     def to_row(item: WorkItem, output: Output) -> dict[str, Any]:
         image = output.image

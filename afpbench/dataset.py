@@ -24,8 +24,10 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import time
+import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +148,65 @@ def decode_image(value: Any):
     img = Image.open(io.BytesIO(data))
     img.load()
     return to_rgb(img)
+
+
+# -- names and ids --------------------------------------------------------------------
+# A set name becomes a folder under --out: one plain ASCII path component, never a path.
+_SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+
+
+def check_set_name(name: Any, what: str = "The set name") -> str:
+    """``name`` when it is a plain folder name, else a one-line DatasetError.
+
+    No path separators, no '..', no control characters, no leading dot: a name is joined
+    to --out, and anything else could write outside it or hide there.
+    """
+    if isinstance(name, str) and _SET_NAME.fullmatch(name) and ".." not in name:
+        return name
+    shown = str(name).encode("unicode_escape").decode("ascii")
+    raise DatasetError(
+        f"{what} '{shown}' is not a plain folder name; use letters, digits, '_', '-', '+' or '.' "
+        f"(starting with a letter or digit, no '..', at most 100 characters)."
+    )
+
+
+def _is_control(ch: str) -> bool:
+    # Cc: C0/C1 controls (newline, escape...); Cf: invisible format characters such as
+    # the bidi overrides that make a name display as another; Zl/Zp: line separators.
+    return unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
+
+
+def clean_id(text: str) -> str:
+    """``text`` with control and format characters percent-encoded (``%0A``), else unchanged.
+
+    Row ids reach terminals, logs, CSV and HTML; a newline or an escape sequence in one
+    would forge lines there. Printable text is kept as it is so ids stay readable.
+    """
+    if not any(_is_control(c) for c in text):
+        return text
+    return "".join("".join(f"%{b:02X}" for b in c.encode("utf-8")) if _is_control(c) else c for c in text)
+
+
+def has_control(text: str) -> bool:
+    return any(_is_control(c) for c in text)
+
+
+def unique_ids(ids: Iterable[str]) -> list[str]:
+    """``ids`` made unique deterministically: a repeat gets ``#2``, ``#3``... (first free).
+
+    The input order decides which occurrence keeps the plain id, so callers pass ids in a
+    fixed (sorted) order; unique inputs come back unchanged.
+    """
+    out: list[str] = []
+    used: set[str] = set()
+    for rid in ids:
+        cand, k = rid, 1
+        while cand in used:
+            k += 1
+            cand = f"{rid}#{k}"
+        used.add(cand)
+        out.append(cand)
+    return out
 
 
 # -- rows -----------------------------------------------------------------------------
@@ -290,6 +351,9 @@ class WriterOptions:
     flush_rows: int = 256
     flush_bytes: int = 16 * 1024 * 1024
     rank: int = 0
+    # Replace a different dataset already at <out>/<name> (the CLI's --overwrite). Without
+    # it, finalize replaces only an empty folder or a dataset with the same content.
+    overwrite: bool = False
 
 
 class DatasetWriter:
@@ -302,7 +366,7 @@ class DatasetWriter:
 
     def __init__(self, out_dir: str | Path, name: str, *, info: dict[str, Any] | None = None, options: WriterOptions | None = None):
         self.out_dir = Path(out_dir)
-        self.name = name
+        self.name = check_set_name(name)
         self.info = dict(info or {})
         self.opts = options or WriterOptions()
         self.final_dir = self.out_dir / name
@@ -372,7 +436,8 @@ class DatasetWriter:
             self.flush()
 
     def reject(self, input_name: str, reason: str) -> None:
-        self._rejects.append(Reject(str(input_name), " ".join(reason.split())))
+        # One line each, without control characters: rejects are printed and listed.
+        self._rejects.append(Reject(clean_id(str(input_name)), clean_id(" ".join(reason.split()))))
 
     def flush(self) -> None:
         """Write buffered rows (and rejects) as one part, atomically."""
@@ -404,8 +469,16 @@ class DatasetWriter:
             pass
 
     def finalize(self, *, card: str | None = None, extra_manifest: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Merge all parts into the final folder and return its manifest."""
+        """Merge all parts into the final folder and return its manifest.
+
+        An existing ``<out>/<name>`` is replaced only when it is empty, holds a dataset
+        with the same content (fingerprint), or ``options.overwrite`` is set; otherwise a
+        DatasetError is raised and the partial build is kept, so a re-run with
+        ``--overwrite`` finishes without redoing any row.
+        """
         self.flush()
+        if not self.opts.overwrite and existing_target(self.final_dir)[0] == "other":
+            raise self._refusal("files that are not an afpbench dataset")
         parts_dir = self.partial_dir / "parts"
         part_files = sorted(parts_dir.glob("part-*.arrow"))
         rejects: list[dict[str, str]] = []
@@ -515,9 +588,47 @@ class DatasetWriter:
 
         atomic_write_text(tmp_dir / "README.md", card if card is not None else render_card(manifest))
         cache.clear()
+        if not self.opts.overwrite:
+            # Checked again at the end: something may have appeared there meanwhile.
+            state, old = existing_target(self.final_dir)
+            old_fp = str((old or {}).get("fingerprint", ""))
+            if state == "other" or (state == "dataset" and old_fp != manifest["fingerprint"]):
+                shutil.rmtree(tmp_dir, ignore_errors=True)
+                raise self._refusal(
+                    f"a different dataset (fingerprint {old_fp[:12]}..., this one {manifest['fingerprint'][:12]}...)"
+                    if state == "dataset" else "files that are not an afpbench dataset"
+                )
         _swap_in(tmp_dir, self.final_dir)
         self.abandon()
         return manifest
+
+    def _refusal(self, what: str) -> DatasetError:
+        return DatasetError(
+            f"{self.final_dir} already holds {what}; nothing was replaced. Re-run with --overwrite to replace it "
+            f"(finished rows are kept in {self.partial_dir} and are not redone), or choose another name or --out."
+        )
+
+
+def existing_target(final: Path) -> tuple[str, dict[str, Any] | None]:
+    """What ``final`` holds now: ("absent"|"empty"|"dataset"|"other", its manifest or None).
+
+    "dataset" needs a readable manifest.json that is a JSON object with a fingerprint;
+    anything else that is there (a file, a folder of other things, a damaged manifest)
+    is "other" and is never replaced without --overwrite.
+    """
+    final = Path(final)
+    if not final.exists() and not final.is_symlink():
+        return "absent", None
+    if final.is_dir() and not final.is_symlink():
+        try:
+            if not any(final.iterdir()):
+                return "empty", None
+            manifest = json.loads((final / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return "other", None
+        if isinstance(manifest, dict) and isinstance(manifest.get("fingerprint"), str):
+            return "dataset", manifest
+    return "other", None
 
 
 def _swap_in(new: Path, final: Path) -> None:
@@ -679,11 +790,17 @@ def write_images(
     prompts: list[str] | None = None,
     image_format: str = "png",
     info: dict[str, Any] | None = None,
+    overwrite: bool = True,
 ) -> Path:
-    """Package PIL images as a dataset folder (PNG by default; ``jpeg`` for format audits)."""
+    """Package PIL images as a dataset folder (PNG by default; ``jpeg`` for format audits).
+
+    Tests and the demo call this to (re)write fixture sets, so it replaces an existing set
+    unless ``overwrite=False``.
+    """
     if isinstance(labels, int):
         labels = [labels] * len(images)
-    with DatasetWriter(out_dir, name, info={"recipe": {"name": name, "version": 1}, "family": family, **(info or {})}) as w:
+    info = {"recipe": {"name": name, "version": 1}, "family": family, **(info or {})}
+    with DatasetWriter(out_dir, name, info=info, options=WriterOptions(overwrite=overwrite)) as w:
         for i, (img, lab) in enumerate(zip(images, labels)):
             img = to_rgb(img)
             if image_format == "png":

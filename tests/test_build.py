@@ -181,18 +181,22 @@ def test_finished_build_is_not_redone(tmp_path, sd, captions, monkeypatch):
     monkeypatch.setattr(DiffusionBackend, "load", boom)
     assert build("sd2", _cfg(tmp_path, sd, captions, count=3)) == path
     assert (path / "manifest.json").read_text() == before
-    # Other parameters do rebuild (and here fail at load, leaving the set as it was).
-    with pytest.raises(AssertionError):
+    # Other parameters are refused without --overwrite, before the model loads...
+    with pytest.raises(AfpbenchError, match="--overwrite"):
         build("sd2", _cfg(tmp_path, sd, captions, count=4))
+    # ...and with it they rebuild (and here fail at load, leaving the set as it was).
+    with pytest.raises(AssertionError):
+        build("sd2", _cfg(tmp_path, sd, captions, count=4), overwrite=True)
+    assert (path / "manifest.json").read_text() == before
 
 
 def test_failed_rebuild_keeps_the_existing_dataset(tmp_path, sd, captions):
     path = build("sd2", _cfg(tmp_path, sd, captions, count=3))
     fp = _manifest(path)["fingerprint"]
     with pytest.raises(AfpbenchError, match="does not exist"):
-        build("sd2", _cfg(tmp_path, sd, captions, count=3, model=str(tmp_path / "missing-model")))
+        build("sd2", _cfg(tmp_path, sd, captions, count=3, model=str(tmp_path / "missing-model")), overwrite=True)
     with pytest.raises(AfpbenchError, match="holds a IFPipeline|no model_index"):
-        build("sd2", _cfg(tmp_path, sd, captions, count=3, model=str(tmp_path)))
+        build("sd2", _cfg(tmp_path, sd, captions, count=3, model=str(tmp_path)), overwrite=True)
     report = verify(path)
     assert report.ok and report.fingerprint == fp
     assert not (tmp_path / ".afpbench-partial").exists()

@@ -44,7 +44,7 @@ def test_messy_folder_imports_good_rejects_bad_with_reasons(messy, tmp_path):
     assert "empty" in reasons["empty.png"]
     assert "not an image" in reasons["text.png"]
     assert "bomb" in reasons["bomb.png"]
-    assert reasons["zz_copy_of_good.jpg"] == "duplicate of dalle2/good"
+    assert reasons["zz_copy_of_good.jpg"] == "duplicate of dalle2/good.jpg"  # ids keep the extension
     assert "extension" in reasons["notes.txt"]
     assert m["counts"] == {"real": 0, "fake": 9}
 

@@ -20,7 +20,8 @@ import click
 @click.option("--quiet", is_flag=True, help="No progress bar or messages.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a recipe parameter (recorded in the manifest); repeatable.")
 @click.option("--name", "out_name", default=None, help="Output set name (default: the recipe name).")
-def command(name, out, count, model, source, batch_size, device, dtype, seed, quiet, params, out_name):
+@click.option("--overwrite", is_flag=True, help="Replace a different dataset already at <out>/<name> (the same build is never redone, and a partial one resumes without it).")
+def command(name, out, count, model, source, batch_size, device, dtype, seed, quiet, params, out_name, overwrite):
     """Build the test set NAME (see 'afpbench list'); an interrupted build resumes when re-run."""
     from afpbench.build import build
     from afpbench.generate.base import BuildConfig, parse_param_values
@@ -29,5 +30,5 @@ def command(name, out, count, model, source, batch_size, device, dtype, seed, qu
         out=out, count=count, seed=seed, model=model, source=source, batch_size=batch_size, device=device, dtype=dtype,
         quiet=quiet, params=parse_param_values(params), name=out_name,
     )
-    path = build(name, config)
+    path = build(name, config, overwrite=overwrite)
     click.echo(str(path))

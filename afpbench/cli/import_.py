@@ -17,12 +17,14 @@ import click
 @click.option("--max-megapixels", type=int, default=64, show_default=True, help="Reject images declaring more pixels (decompression-bomb guard).")
 @click.option("--workers", type=int, default=2, show_default=True, help="Threads that decode and check images.")
 @click.option("--flush-rows", type=int, default=256, hidden=True)
-def command(name, source, out, count, seed, label, max_megapixels, workers, flush_rows) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace a different dataset already at <out>/<name> (the same import re-run with the same content needs no flag).")
+def command(name, source, out, count, seed, label, max_megapixels, workers, flush_rows, overwrite) -> None:
     """Import NAME from --from; without NAME, split the authors' test archive into its sets."""
     from afpbench.importer import ImportConfig, import_archive, import_set
 
     cfg = ImportConfig(name=name, source=source, out=out, count=count, seed=seed, label=label,
-                       max_pixels=max_megapixels * 1_000_000, workers=workers, flush_rows=flush_rows)
-    summaries = [import_set(cfg)] if name else import_archive(cfg)
-    for s in summaries:
-        click.echo(s.line())
+                       max_pixels=max_megapixels * 1_000_000, workers=workers, flush_rows=flush_rows, overwrite=overwrite)
+    # Every entry seen is counted once: imported, rejected by reason, not examined, unmatched.
+    result = import_set(cfg) if name else import_archive(cfg)
+    for line in result.lines():
+        click.echo(line)

@@ -40,6 +40,9 @@ RECIPE_KINDS = {
 CLIP_VOCAB_SIZE = 49408  # 256 bytes x2 + 48,894 merges + 2 special tokens
 CLIP_MAX_LENGTH = 77
 CASCADE_FILE = "afpbench_cascade.json"
+# Written into every folder built here, so that a set built from it says it is a
+# stand-in (afpbench.build reads it into the manifest and the dataset card).
+STANDIN_FILE = "afpbench_standin.json"
 
 
 # -- tokenizers -----------------------------------------------------------------------
@@ -300,6 +303,12 @@ def build_tiny_pipeline(kind: str, out_dir: str | Path, seed: int = 0) -> Path:
         for i, stage in enumerate(_if_stages(), start=1):
             stage.save_pretrained(out / f"stage_{i}", safe_serialization=True)
         (out / CASCADE_FILE).write_text(json.dumps({"stages": ["stage_1", "stage_2", "stage_3"]}) + "\n")
-        return out
-    _BUILDERS[kind]().save_pretrained(out, safe_serialization=True)
+    else:
+        _BUILDERS[kind]().save_pretrained(out, safe_serialization=True)
+    marker = {
+        "standin": True, "kind": kind, "seed": seed, "builder": "afpbench.generate.tiny.build_tiny_pipeline",
+        "stands_in_for": sorted(r for r, k in RECIPE_KINDS.items() if k == kind),
+        "note": "random weights in a tiny version of the real architecture, built from configs; its images are not the real model's",
+    }
+    (out / STANDIN_FILE).write_text(json.dumps(marker, indent=1) + "\n")
     return out

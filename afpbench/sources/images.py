@@ -14,10 +14,13 @@ each with a hand-written caption, so every image recipe runs offline.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import random
 import re
+import stat
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -98,15 +101,41 @@ def center_resize_crop(image, size: int, ratio: float = 0.875):
 # -- folders --------------------------------------------------------------------------
 @functools.lru_cache(maxsize=8)
 def list_images(root: str) -> tuple[str, ...]:
-    """Image files under ``root`` (recursive), as sorted relative POSIX paths; extensions in any case."""
+    """Image files under ``root`` (recursive), as sorted relative POSIX paths; extensions in any case.
+
+    Hidden files and folders (names starting with '.') are left out, and so are files
+    without an image extension. Links are followed. What cannot be listed stops the
+    build with one line instead of being skipped, because a skipped file would silently
+    change which images a seeded sample draws: an unreadable folder, a link loop, a
+    dangling link.
+    """
     base = Path(root)
-    out = []
-    for dirpath, dirnames, filenames in os.walk(base):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for f in filenames:
-            if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."):
-                out.append((Path(dirpath) / f).relative_to(base).as_posix())
+    out: list[str] = []
+    st = os.stat(base)
+    _list_into(base, "", ((st.st_dev, st.st_ino),), out)
     return tuple(sorted(out))
+
+
+def _list_into(folder: Path, prefix: str, ancestors: tuple[tuple[int, int], ...], out: list[str]) -> None:
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        raise AfpbenchError(f"Cannot read the folder {folder} ({exc.strerror or exc}); fix its permissions or move it out of the image folder.") from exc
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        try:
+            st = os.stat(e.path)  # follows links
+        except OSError as exc:
+            kind = "symbolic link loop" if exc.errno == errno.ELOOP else ("dangling symbolic link" if e.is_symlink() else "unreadable entry")
+            raise AfpbenchError(f"{e.path} is a {kind} ({exc.strerror or exc}); remove it or fix it, then re-run.") from exc
+        if stat.S_ISDIR(st.st_mode):
+            if (st.st_dev, st.st_ino) in ancestors:
+                raise AfpbenchError(f"{e.path} is a symbolic link loop (it leads back to a folder that contains it); remove it, then re-run.")
+            _list_into(Path(e.path), prefix + e.name + "/", ancestors + ((st.st_dev, st.st_ino),), out)
+        elif stat.S_ISREG(st.st_mode) and e.name.lower().endswith(IMAGE_EXTENSIONS):
+            out.append(prefix + e.name)
 
 
 def image_key(rel: str) -> str:
@@ -114,6 +143,23 @@ def image_key(rel: str) -> str:
     stem = rel.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     m = re.fullmatch(r"COCO_[a-z]+\d{4}_0*(\d+)", stem)
     return m.group(1) if m else stem.replace("/", "-")
+
+
+def image_keys(rels: list[str] | tuple[str, ...]) -> list[str]:
+    """``image_key`` of each file, made unique within ``rels`` by construction.
+
+    Files whose short key is shared (a.jpg and a.png, sub1/a.jpg and sub2/a.jpg, the
+    same COCO number in train and val) or could be read as a repeat suffix (``x~1``)
+    are keyed by their whole relative path, extension included; control characters are
+    percent-encoded. Every other file keeps its short key, so ids of existing builds do
+    not change.
+    """
+    from afpbench.dataset import clean_id, unique_ids
+
+    keys = [clean_id(image_key(r)) for r in rels]
+    counts = Counter(keys)
+    out = [clean_id(r) if counts[k] > 1 or re.search(r"~\d+$", k) else k for k, r in zip(keys, rels)]
+    return unique_ids(out)  # a stem that equals another file's path (a.jpg.png vs a.jpg): #2
 
 
 def find_captions(image_root: Path) -> Path | None:
@@ -169,10 +215,11 @@ def plan_folder(recipe, config, key: str, root: str, n: int, start_index: int, *
         )
     seed = recipe.seed if config.seed is None else config.seed
     picks = sample_indices(len(files), n, row_seed(seed, f"{recipe.name}:{key}"))
+    keys = image_keys(files)
     items = []
     for i, (pos, rep) in enumerate(picks):
         rel = files[pos]
-        rid = f"{recipe.name}/{key}-{image_key(rel)}" + (f"~{rep}" if rep else "")
+        rid = f"{recipe.name}/{key}-{keys[pos]}" + (f"~{rep}" if rep else "")
         s = row_seed(seed, rid)
         prompt, meta = "", {"file": rel, "collection": key}
         caps = by_file.get(rel.rsplit("/", 1)[-1])
