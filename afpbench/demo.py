@@ -164,7 +164,8 @@ def _build(recipe: str, out: Path, name: str, count: int, seed: int, cfg: DemoCo
     from afpbench.build import build
     from afpbench.generate.base import BuildConfig
 
-    return build(recipe, BuildConfig(out=out, name=name, count=count, seed=seed, quiet=True, **kw))
+    # The demo owns its output folder: a --keep run at another size replaces what it built before.
+    return build(recipe, BuildConfig(out=out, name=name, count=count, seed=seed, quiet=True, overwrite=True, **kw))
 
 
 def _rows(path: Path) -> int:
@@ -198,7 +199,7 @@ def _import_folder(out: Path, data: Path, size: DemoSize, cfg: DemoConfig, echo)
     first = sorted(folder.iterdir())[0]
     (folder / "zz-duplicate.jpg").write_bytes(first.read_bytes())
     (folder / "zz-truncated.jpg").write_bytes(first.read_bytes()[:600])
-    s = import_set(ImportConfig(name="flickr", source=folder, out=data, quiet=True))
+    s = import_set(ImportConfig(name="flickr", source=folder, out=data, quiet=True, overwrite=True))
     echo("      " + s.line())
 
 
