@@ -165,7 +165,7 @@ def _build(recipe: str, out: Path, name: str, count: int, seed: int, cfg: DemoCo
     from afpbench.generate.base import BuildConfig
 
     # The demo owns its output folder: a --keep run at another size replaces what it built before.
-    return build(recipe, BuildConfig(out=out, name=name, count=count, seed=seed, quiet=True, overwrite=True, **kw))
+    return build(recipe, BuildConfig(out=out, name=name, count=count, seed=seed, quiet=True, **kw), overwrite=True)
 
 
 def _rows(path: Path) -> int:
