@@ -46,10 +46,11 @@ ROLES = ("held-in", "held-out")
 # -- configuration ------------------------------------------------------------------------
 @dataclass
 class DetectorSpec:
-    """A detector to load: ``name[.tag]`` and optional weights."""
+    """A detector to load: ``name[.tag]``, optional weights and backbone (``base``)."""
 
     name: str
     weights: str | None = None
+    base: str | None = None
 
 
 @dataclass
@@ -296,7 +297,7 @@ def _load_detectors(cfg: EvalConfig, device: str) -> list[tuple[Any, str | None]
         if isinstance(spec, DetectorSpec):
             from afpbench.detectors import load_detector
 
-            out.append((load_detector(spec.name, weights=spec.weights, device=device, dtype=cfg.dtype), spec.weights))
+            out.append((load_detector(spec.name, weights=spec.weights, base=spec.base, device=device, dtype=cfg.dtype), spec.weights))
         else:
             out.append((spec, None))
     return out
