@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import os
@@ -140,13 +141,28 @@ def _invocations(line: str) -> list[list[str]]:
 
 
 def _placeholder(value: str) -> bool:
-    return bool(re.fullmatch(r"[A-Z][A-Z0-9_]*|\.\.\.|…|.*[$<>*].*", value))
+    return bool(re.fullmatch(r"[A-Z][A-Z0-9_.]*|\.\.\.|…|.*[$<>*].*", value.replace("[", "").replace("]", "")))
+
+
+@functools.cache
+def _catalog_names() -> dict[str, set[str]]:
+    """Names whose vocabulary lives in the catalog and the registry, not in click."""
+    import afpbench.detectors  # noqa: F401  (registers the bundled names, lazily: no torch)
+    from afpbench import catalog
+    from afpbench.registry import DETECTORS
+
+    return {"--profile": {*catalog.profiles(), "all"}, "--detector": set(DETECTORS.names()), "NAME": set(catalog.recipes())}
 
 
 def _check_value(param: click.Parameter, value: str) -> str | None:
     """Why ``value`` is not valid for ``param`` (every alternative of ``a|b``), or None."""
     if _placeholder(value) or isinstance(param.type, click.Path):
         return None
+    key = "NAME" if param.name == "name" and isinstance(param, click.Argument) else (param.opts[0] if param.opts else "")
+    known = _catalog_names().get(key)
+    if known is not None:
+        missing = [alt for alt in value.split("|") if alt.split(".")[0] not in known]
+        return f"unknown {key} {missing}" if missing else None
     for alt in value.split("|") if isinstance(param.type, click.Choice) else [value]:
         if param.type.name == "device":
             ok = re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", alt)
@@ -226,7 +242,7 @@ def test_every_documented_command_line_parses_against_the_real_cli():
 
 def test_the_checker_catches_what_it_is_for():
     # The checker refuses the mistakes the documents once held (and typical others).
-    assert _problems(["evaluate", "--detector", "x", "--bogus"]) == ["evaluate: no option --bogus"]
+    assert _problems(["evaluate", "--detector", "constant", "--bogus"]) == ["evaluate: no option --bogus"]
     assert _problems(["evaluate", "--base", "/m"]) == [] and _problems(["evaluate", "--detector"]) == ["evaluate: --detector needs a value"]
     assert _problems(["evalute"]) == ["no command 'evalute'"]
     assert _problems(["build", "sd3", "--dtype", "fp64"])[0].startswith("build --dtype fp64:")
@@ -234,6 +250,10 @@ def test_the_checker_catches_what_it_is_for():
     assert _problems(["evaluate", "--device", "tpu"]) == ["evaluate --device tpu: 'tpu' is not a device"]
     assert _problems(["verify", "a", "b"]) == [] and _problems(["env", "x"]) == ["env: 1 arguments ['x'], takes 0"]
     assert _problems(["build", "NAME", "[--count", "N]", "[--dtype", "fp16|bf16|fp32]"]) == []
+    assert _problems(["evaluate", "--detector", "antifakeprompt.lama", "--profile", "v3"]) == []
+    assert _problems(["evaluate", "--detector", "antifakeprmpt", "--profile", "v4"]) == [
+        "evaluate --detector antifakeprmpt: unknown --detector ['antifakeprmpt']", "evaluate --profile v4: unknown --profile ['v4']"]
+    assert _problems(["build", "sd3"]) == [] and _problems(["build", "sd4"]) == ["build sd4: unknown NAME ['sd4']"]
     inv = _invocations("PYTHONPATH=x accelerate launch --num_processes 8 -m afpbench build sd3 --out data  # note")
     assert inv == [["build", "sd3", "--out", "data"]]
 
@@ -251,10 +271,12 @@ def _option_envvars() -> dict[str, click.Option]:
 
 
 def _read_in_code() -> set[str]:
-    """AFPBENCH_* names the library and the shipped examples read outside click."""
+    """AFPBENCH_* names the code reads outside click (library, examples, benchmarks, tests)."""
     names = set()
-    for root in ("afpbench", "examples"):
+    for root in ("afpbench", "examples", "benchmarks", "tests"):
         for path in (REPO / root).rglob("*.py"):
+            if path.name == Path(__file__).name:  # this file names wrong variables on purpose
+                continue
             names |= set(re.findall(r"[\"'](AFPBENCH_[A-Z0-9_]+)[\"']", path.read_text()))
     return names
 
