@@ -40,7 +40,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def run_script(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, cwd=cwd, env=_env(**env), timeout=300)
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, cwd=cwd, env=_env(**env), timeout=300, check=False)
 
 
 def run_blocked(blocked: list[str], *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -59,7 +59,7 @@ def run_blocked(blocked: list[str], *args: str, cwd: Path) -> subprocess.Complet
         from afpbench.cli import main
         main()
     """)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, env=_env(), timeout=300)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, env=_env(), timeout=300, check=False)
 
 
 def run_main(capsys, *args: str) -> tuple[int, str, str]:
@@ -108,7 +108,7 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 def _command_lines(text: str) -> list[str]:
     """Shell lines of fenced blocks (continuations joined) and inline code spans."""
     lines: list[str] = []
-    fenced = re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.S | re.M)
+    fenced = re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
     for block in fenced:
         for raw in block.splitlines():
             stripped = raw.strip()
@@ -117,7 +117,7 @@ def _command_lines(text: str) -> list[str]:
                 lines[-1] = lines[-1].rstrip("\\").rstrip() + " " + stripped
             else:
                 lines.append(stripped)
-    prose = re.sub(r"^```[^\n]*\n.*?^```", "", text, flags=re.S | re.M)
+    prose = re.sub(r"^```[^\n]*\n.*?^```", "", text, flags=re.DOTALL | re.MULTILINE)
     lines += [span.replace("\\|", "|") for span in re.findall(r"`([^`\n]+)`", prose)]
     return lines
 
@@ -352,6 +352,7 @@ def test_evaluate_base_loads_a_local_backbone(tmp_path, tmp_path_factory, sets, 
     assert_one_line_error(code, err, "--base")
     code, out, err = run_main(capsys, *args, "--base", str(clip))
     assert code == 0, err
+    assert "univfd/results.json: average" in out
     r = load_results(tmp_path / "res" / "univfd" / "results.json")
     assert r.detector.arguments["base"] == str(clip)
     assert sorted(s.name for s in r.datasets) == ["flipped", "photos"] and all(s.rows_evaluated == 4 for s in r.datasets)
@@ -480,6 +481,7 @@ def test_demo_never_deletes_a_folder_it_did_not_make(tmp_path, capsys):
     (tmp_path / "thesis.tex").write_text("years of work")
     code, out, err = run_main(capsys, "demo", "--check", "--out", str(tmp_path))
     assert_one_line_error(code, err, "thesis.tex", "new or empty folder")
+    assert out == ""  # refused before the first step
     assert (tmp_path / "thesis.tex").read_text() == "years of work"
 
 
@@ -512,10 +514,10 @@ def test_a_bug_is_one_line_and_debug_shows_the_traceback(tmp_path):
         from afpbench.cli import main
         main(sys.argv[1:])
     """)
-    plain = subprocess.run([sys.executable, "-c", code, "list"], capture_output=True, text=True, cwd=tmp_path, env=_env())
+    plain = subprocess.run([sys.executable, "-c", code, "list"], capture_output=True, text=True, cwd=tmp_path, env=_env(), check=False)
     assert_one_line_error(plain.returncode, plain.stderr, "unexpected RuntimeError in afpbench list: boom second line", "--debug", "AFPBENCH_DEBUG=1",
                           exit_code=1)
     for args, env in ((["--debug", "list"], {}), (["list"], {"AFPBENCH_DEBUG": "1"})):
-        debug = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path, env=_env(**env))
+        debug = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path, env=_env(**env), check=False)
         assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr and "in boom" in debug.stderr
         assert debug.stderr.strip().splitlines()[-1].startswith("error: unexpected RuntimeError")
