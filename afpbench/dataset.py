@@ -642,6 +642,36 @@ def _swap_in(new: Path, final: Path) -> None:
 
 
 # -- reader ---------------------------------------------------------------------------
+# What readers and verify index without asking: a manifest lacking one is refused up front.
+_MANIFEST_FIELDS = {"name": str, "num_rows": int, "fingerprint": str, "shards": list}
+_SHARD_FIELDS = {"path": str, "sha256": str, "num_rows": int, "bytes": int}
+
+
+def read_manifest_file(mpath: Path) -> dict[str, Any]:
+    """``manifest.json`` as a dict, refused in one line when it is not JSON or lacks a field readers need."""
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{mpath} is not valid JSON ({exc}); rebuild or re-import the set.") from None
+    problem = None
+    if not isinstance(manifest, dict):
+        problem = "it is not a JSON object"
+    else:
+        problem = next((f"'{k}' is missing or not {t.__name__}" for k, t in _MANIFEST_FIELDS.items() if not isinstance(manifest.get(k), t)), None)
+        if not isinstance(manifest.get("schema_version", 0), int):
+            problem = problem or "'schema_version' is not int"
+        for i, shard in enumerate(manifest.get("shards") or []):
+            if problem:
+                break
+            if not isinstance(shard, dict):
+                problem = f"shards[{i}] is not an object"
+            else:
+                problem = next((f"shards[{i}].{k} is missing or not {t.__name__}" for k, t in _SHARD_FIELDS.items() if not isinstance(shard.get(k), t)), None)
+    if problem:
+        raise DatasetError(f"{mpath} is malformed ({problem}); rebuild or re-import the set.")
+    return manifest
+
+
 class DatasetReader:
     """Read a dataset folder written by ``DatasetWriter`` (or imported)."""
 
@@ -652,10 +682,7 @@ class DatasetReader:
             raise DatasetError(f"Dataset folder {self.path} does not exist; build or import it first (afpbench build / afpbench import).")
         if not mpath.exists():
             raise DatasetError(f"{self.path} has no manifest.json; it is not an afpbench dataset (build or import it first).")
-        try:
-            self.manifest: dict[str, Any] = json.loads(mpath.read_text())
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{mpath} is not valid JSON ({exc}); rebuild the set.") from exc
+        self.manifest: dict[str, Any] = read_manifest_file(mpath)
         if self.manifest.get("schema_version", 0) > MANIFEST_SCHEMA_VERSION:
             raise DatasetError(f"{mpath} uses manifest schema {self.manifest['schema_version']}, newer than this afpbench understands; upgrade afpbench.")
         self.shards = [self.path / s["path"] for s in self.manifest["shards"]]
@@ -743,7 +770,7 @@ def verify(path: str | Path) -> VerifyReport:
     mpath = path / "manifest.json"
     if not mpath.exists():
         raise DatasetError(f"{path} has no manifest.json; point 'afpbench verify' at a dataset folder (one with manifest.json).")
-    manifest = json.loads(mpath.read_text())
+    manifest = read_manifest_file(mpath)
     problems: list[str] = []
     fp = _Fingerprint()
     total = 0

@@ -46,10 +46,11 @@ ROLES = ("held-in", "held-out")
 # -- configuration ------------------------------------------------------------------------
 @dataclass
 class DetectorSpec:
-    """A detector to load: ``name[.tag]``, optional weights and the detector's own options."""
+    """A detector to load: ``name[.tag]``, optional weights and backbone (``base``), and the detector's own options."""
 
     name: str
     weights: str | None = None
+    base: str | None = None
     options: dict[str, str] = field(default_factory=dict)
 
 
@@ -318,7 +319,7 @@ def _load_detectors(cfg: EvalConfig, device: str) -> list[tuple[Any, str | None]
         if isinstance(spec, DetectorSpec):
             from afpbench.detectors import load_detector
 
-            out.append((load_detector(spec.name, weights=spec.weights, device=device, dtype=cfg.dtype, options=spec.options), spec.weights))
+            out.append((load_detector(spec.name, weights=spec.weights, base=spec.base, device=device, dtype=cfg.dtype, options=spec.options), spec.weights))
         else:
             out.append((spec, None))
     return out

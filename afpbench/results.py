@@ -312,6 +312,9 @@ def _read_json(path: Path, what: str) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise AfpbenchError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); regenerate it with afpbench.") from None
+    except UnicodeDecodeError:
+        # A binary file (a parquet, an image) given where a JSON file belongs.
+        raise AfpbenchError(f"{path} is not a {what} JSON file (it is binary); pass the {what}.json written by afpbench.") from None
 
 
 def load_results(path: str | Path) -> ResultsFile:

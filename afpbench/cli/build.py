@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from afpbench.cli._params import SEED, Device
+
 
 @click.command("build")
 @click.argument("name")
@@ -14,9 +16,9 @@ import click
 @click.option("--model", default=None, help="Hub id or local folder replacing the generator card's model (comma-separated per stage for cascades).")
 @click.option("--source", default=None, help="Input path(s): PATH, key=PATH,key=PATH for mixes, or 'photos' for the bundled photos.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available).")
+@click.option("--device", type=Device(auto_value=None), default=None, help="auto, cpu, cuda, cuda:N or mps (default: auto, cuda if available).")
 @click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32"]), default=None, help="Default: the card's dtype on GPU, fp32 on CPU.")
-@click.option("--seed", type=int, default=None, help="Recipe seed override (row seeds derive from it and the row id).")
+@click.option("--seed", type=SEED, default=None, help="Recipe seed override (row seeds derive from it and the row id).")
 @click.option("--quiet", is_flag=True, help="No progress bar or messages.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a recipe parameter (recorded in the manifest); repeatable.")
 @click.option("--name", "out_name", default=None, help="Output set name (default: the recipe name).")

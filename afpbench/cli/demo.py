@@ -6,15 +6,41 @@ from pathlib import Path
 
 import click
 
+from afpbench.cli._params import SEED
+from afpbench.errors import AfpbenchError
+
+# The demo starts by deleting --out; these say a folder is one it made and may delete.
+MARKER = ".afpbench-demo"
+DEMO_ENTRIES = {"data", "train", "models", "results", "site", "incoming", MARKER}
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse to delete a folder the demo did not make (``--out ~`` must not empty a home)."""
+    if not out.is_dir() or (out / MARKER).exists():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in DEMO_ENTRIES)
+    if foreign:
+        raise AfpbenchError(
+            f"--out {out} holds files the demo did not write (e.g. '{foreign[0]}') and the demo starts by deleting its --out; "
+            "pass a new or empty folder (or an earlier demo's folder)."
+        )
+
 
 @click.command("demo")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("demo-out"), show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"), show_default=True,
+              help="Folder the demo replaces (a new, empty or earlier demo folder; anything else is refused).")
 @click.option("--check", is_flag=True, help="Smaller sizes (under 3 minutes on 2 CPU cores); what CI runs.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--keep", is_flag=True, help="Reuse sets and models an earlier run left in --out.")
 def command(out: Path, check: bool, seed: int, quiet: bool, keep: bool) -> None:
     """Build a mini benchmark offline, train, evaluate every detector, publish the leaderboard."""
+    if not keep:
+        _check_replaceable(out)
     from afpbench.demo import DemoConfig, run_demo
 
-    run_demo(DemoConfig(out=out, check=check, seed=seed, quiet=quiet, keep=keep))
+    try:
+        run_demo(DemoConfig(out=out, check=check, seed=seed, quiet=quiet, keep=keep))
+    finally:
+        if out.is_dir():
+            (out / MARKER).touch()

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import click
 
+from afpbench.cli._params import POSITIVE, SEED
+
 
 @click.command("score")
 @click.argument("predictions", nargs=-1, required=True, type=click.Path())
 @click.option("--data", multiple=True, type=click.Path(), help="Check each file's dataset fingerprint against the sets here.")
 @click.option("--real-pool", default=None, help="Comma-separated real sets to pair with (default: as recorded).")
-@click.option("--bootstrap", type=int, default=None, help="Bootstrap resamples (default: as recorded).")
-@click.option("--seed", type=int, default=None, help="Bootstrap seed (default: as recorded).")
-@click.option("--out", type=click.Path(), default=None, help="Write the metrics as JSON here.")
+@click.option("--bootstrap", type=POSITIVE, default=None, help="Bootstrap resamples (default: as recorded).")
+@click.option("--seed", type=SEED, default=None, help="Bootstrap seed (default: as recorded).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the metrics as JSON here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of a table.")
 def command(predictions, data, real_pool, bootstrap, seed, out, as_json):
     """Recompute accuracy, averages and pair metrics from <results>/<detector>/predictions/*.parquet."""

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import click
 
+from afpbench.cli._params import (
+    DETECTOR_DTYPES,
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+    Device,
+    FiniteFloat,
+    cuda_or_cpu,
+)
+
 
 def _paths(values: tuple[str, ...]) -> list[str]:
     # Accept both repeated flags (--train a --train b) and comma lists (--train a,b).
@@ -17,24 +27,24 @@ def _paths(values: tuple[str, ...]) -> list[str]:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (checkpoints/, best/, train_result.json).")
 @click.option("--base", default=None, help="Backbone folder or hub id (e.g. a local InstructBLIP, 'hf', or BLIP+LLM).")
 @click.option("--weights", default=None, type=click.Path(exists=True), help="Start from these weights instead of fresh trainable parameters.")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--dtype", default=None, help="float32, bfloat16 or float16 (GPU); default: the detector's.")
-@click.option("--image-size", type=int, default=None, help="Input size override (tiny/fast runs); recorded in the saved card.")
-@click.option("--epochs", type=int, default=None, help="Default: the detector's recipe (AntifakePrompt: 10).")
-@click.option("--batch-size", type=int, default=None, help="Default: the recipe (AntifakePrompt: 6).")
-@click.option("--lr", type=float, default=None, help="Default: the recipe (AntifakePrompt: 1e-5).")
-@click.option("--weight-decay", type=float, default=None, help="Default: the recipe (AntifakePrompt: 0.05).")
-@click.option("--beta1", type=float, default=None, help="AdamW beta1 (default 0.9).")
-@click.option("--beta2", type=float, default=None, help="AdamW beta2 (default 0.999).")
+@click.option("--device", type=Device(auto_value=cuda_or_cpu), default="cpu", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--dtype", type=click.Choice(DETECTOR_DTYPES, case_sensitive=False), default=None, help="fp16/float16 needs a GPU; default: the detector's.")
+@click.option("--image-size", type=POSITIVE, default=None, help="Input size override (tiny/fast runs); recorded in the saved card.")
+@click.option("--epochs", type=POSITIVE, default=None, help="Default: the detector's recipe (AntifakePrompt: 10).")
+@click.option("--batch-size", type=POSITIVE, default=None, help="Default: the recipe (AntifakePrompt: 6).")
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=None, help="Default: the recipe (AntifakePrompt: 1e-5).")
+@click.option("--weight-decay", type=FiniteFloat(min=0), default=None, help="Default: the recipe (AntifakePrompt: 0.05).")
+@click.option("--beta1", type=FiniteFloat(0, 1, max_open=True), default=None, help="AdamW beta1 (default 0.9).")
+@click.option("--beta2", type=FiniteFloat(0, 1, max_open=True), default=None, help="AdamW beta2 (default 0.999).")
 @click.option("--scheduler", type=click.Choice(["cosine", "constant"]), default=None, help="Default: cosine to 0.")
-@click.option("--warmup-steps", type=int, default=None, help="Default: 0.")
+@click.option("--warmup-steps", type=NON_NEGATIVE, default=None, help="Default: 0.")
 @click.option("--mixed-precision", type=click.Choice(["auto", "no", "fp16", "bf16"]), default="auto", show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--limit", type=int, default=None, help="Use at most N rows of each dataset.")
-@click.option("--workers", type=int, default=0, show_default=True, help="Threads decoding and preprocessing images.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads during training (1 is fastest for tiny models on a busy CPU).")
+@click.option("--seed", type=SEED, default=42, show_default=True)
+@click.option("--limit", type=POSITIVE, default=None, help="Use at most N rows of each dataset (default: all).")
+@click.option("--workers", type=NON_NEGATIVE, default=0, show_default=True, help="Threads decoding and preprocessing images.")
+@click.option("--threads", type=POSITIVE, default=None, help="torch CPU threads during training (1 is fastest for tiny models on a busy CPU).")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from the last epoch checkpoint in --out.")
-@click.option("--stop-after-epochs", type=int, default=None, help="Stop after N epochs in this call (resume later).")
+@click.option("--stop-after-epochs", type=POSITIVE, default=None, help="Stop after N epochs in this call (resume later).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(detector, train_dirs, val_dirs, out, base, weights, device, dtype, image_size, epochs, batch_size, lr, weight_decay, beta1, beta2, scheduler, warmup_steps, mixed_precision, seed, limit, workers, threads, resume, stop_after_epochs, quiet):
     """Train a detector (AntifakePrompt's soft prompt by default recipe) and keep the best epoch."""
