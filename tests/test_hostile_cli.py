@@ -191,6 +191,12 @@ def _problems(args: list[str]) -> list[str]:
     command = cli.get_command(ctx, name)
     if command is None:
         return [f"no command {name!r}"]
+    # A command group (`afpbench plan build NAME`): its subcommand parses the rest.
+    while isinstance(command, click.Group) and rest and not rest[0].startswith("-"):
+        sub = command.get_command(ctx, rest[0])
+        if sub is None:
+            return [f"{name}: no subcommand {rest[0]!r}"]
+        name, command, rest = f"{name} {rest[0]}", sub, rest[1:]
     options = {o: p for p in command.params if isinstance(p, click.Option) for o in (*p.opts, *p.secondary_opts)}
     arguments = [p for p in command.params if isinstance(p, click.Argument)]
     problems, positional = [], []

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from afpbench.cli._params import SEED
+
 
 def _csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
@@ -18,7 +20,7 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--real-pool", help="Comma-separated real sets paired with every fake set (default: the held-out real sets).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("audit"), show_default=True, help="Folder for audit.json, audit.md, images.parquet and plots/.")
 @click.option("--bootstrap", type=click.IntRange(min=1), default=1000, show_default=True, help="Bootstrap resamples of each AUC interval.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds and the bootstrap.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the folds and the bootstrap.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Read only the first N rows of each set (a quick look).")
 @click.option("--no-plots", is_flag=True, help="Skip the matplotlib plots.")
 def command(data, datasets, profile, real_pool, out, bootstrap, seed, limit, no_plots):

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from afpbench.cli._params import SEED
+
 
 def _csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
@@ -18,7 +20,7 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--profile", help="Benchmark profile (v3, v1): its sets, roles and real pool.")
 @click.option("--real-pool", help="Comma-separated real sets shown beside every fake set (default: the held-out real sets).")
 @click.option("--per-set", type=click.IntRange(min=1, max=200), default=12, show_default=True, help="Thumbnails per set.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the sample.")
 def command(data, out, datasets, profile, real_pool, per_set, seed):
     """Write SITE/sets.html: what every set's images look like, with id, prompt, generator, seed and size."""
     from afpbench.gallery import GalleryConfig, build_gallery
