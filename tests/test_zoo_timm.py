@@ -156,6 +156,9 @@ def test_commfor_hub_and_training_checkpoints_load_the_same_weights(tmp_path, tm
 
 
 def test_commfor_refuses_the_other_input_size_with_the_right_tag(tmp_path, tmp_path_factory):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WeightsError, match="has no model.safetensors"):
+        load_detector("commfor", weights=tmp_path / "empty", base="tiny")
     hub, _ = Z.tiny_file("commfor", tmp_path_factory)
     other = tmp_path / "commfor-model-224"
     shutil.copytree(hub, other)

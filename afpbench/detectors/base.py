@@ -472,6 +472,8 @@ class Detector:
             p = Path(weights).expanduser()
             if not p.exists():
                 raise WeightsError(f"Weights {p} for {self.full_name} do not exist; check the --weights path.")
+            if p.is_dir() and not (p / SAVE_WEIGHTS).exists():
+                raise WeightsError(f"Weights folder {p} has no {SAVE_WEIGHTS}; pass the weights file itself, or a folder written by 'afpbench train' (or downloaded from the Hub).")
             return p
         src = self.variant.weights
         if src is not None:
