@@ -201,6 +201,10 @@ def make_detector(name: str, tmp_path_factory, **kw: Any):
 
     root = _root(tmp_path_factory)
     base_name = name.split(".")[0]
+    from _zoo_timm import NAMES as ZOO_TIMM, make_zoo_timm
+
+    if base_name in ZOO_TIMM:  # timm/torchvision zoo: builders in tests/_zoo_timm.py
+        return make_zoo_timm(name, tmp_path_factory, **kw)
     if base_name == "antifakeprompt":
         base = tiny_instructblip(tmp_path_factory)
         ckpt = _memo("afp-ckpt", lambda: write_lavis_checkpoint(root / "afp.pth", 32, 48, seed=3))

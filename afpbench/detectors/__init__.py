@@ -28,6 +28,13 @@ BUNDLED = {
     "random": "afpbench.detectors.random_:RandomDetector",
     "format": "afpbench.detectors.format_:FormatDetector",
     "size": "afpbench.detectors.size_:SizeDetector",
+    "commfor": "afpbench.detectors.commfor:CommunityForensics",
+    "npr": "afpbench.detectors.npr:NPR",
+    "drct": "afpbench.detectors.drct:DRCT",
+    "safe": "afpbench.detectors.safe:SAFE",
+    "ladeda": "afpbench.detectors.ladeda:LaDeDa",
+    "tiny_ladeda": "afpbench.detectors.ladeda:TinyLaDeDa",
+    "bfree": "afpbench.detectors.bfree:BFree",
 }
 
 # Names `afpbench train` accepts (kept here so the CLI can say so without importing torch).

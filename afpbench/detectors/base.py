@@ -88,6 +88,7 @@ class DetectorCard(BaseModel):
     threshold: float = Field(0.5, description="pred = score > threshold (a tie is real).")
     threshold_policy: str = Field("fixed", description="How the threshold was chosen.")
     trainable: bool = Field(False, description="Whether `afpbench train` can train it.")
+    noncommercial: bool = Field(False, description="True when the licence of the weights or code does not allow commercial use (non-profit, research-only, NC, or no licence granted); leaderboards flag such rows.")
     choices: list[str] = Field(default_factory=list, description="Decisions afpbench made that the paper does not document.")
 
 
@@ -307,6 +308,8 @@ class Detector:
     license: ClassVar[str] = ""
     variants: ClassVar[dict[str | None, Variant]] = {None: Variant()}
     trainable: ClassVar[bool] = False
+    # The licence forbids commercial use (see DetectorCard.noncommercial).
+    noncommercial: ClassVar[bool] = False
     # Whether scoring needs a weights file (released or trained); train_init waives it.
     needs_weights: ClassVar[bool] = False
     # "sgd": afpbench.train runs the gradient loop; "fit": the detector's own fit() (closed form).
@@ -449,6 +452,7 @@ class Detector:
             threshold=self.threshold,
             threshold_policy=self.threshold_policy,
             trainable=self.trainable,
+            noncommercial=self.noncommercial,
             choices=list(self.choices),
         )
 
@@ -488,6 +492,8 @@ class Detector:
             p = Path(weights).expanduser()
             if not p.exists():
                 raise WeightsError(f"Weights {p} for {self.full_name} do not exist; check the --weights path.")
+            if p.is_dir() and not (p / SAVE_WEIGHTS).exists():
+                raise WeightsError(f"Weights folder {p} has no {SAVE_WEIGHTS}; pass the weights file itself, or a folder written by 'afpbench train' (or downloaded from the Hub).")
             return p
         src = self.variant.weights
         if src is not None:
