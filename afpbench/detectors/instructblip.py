@@ -228,9 +228,7 @@ class InstructBlipYesNo(Detector):
         self.precision = self._resolve_precision()
         self.tokenization = self._resolve_tokenization(meta)
         authors = self.precision == "authors"
-        self.model, self.q_tok, self.llm_tok, self.base_spec = load_instructblip(
-            base, dtype=torch.float32 if authors else self.dtype, device=self.device, llm_dtype=self.dtype
-        )
+        self.model, self.q_tok, self.llm_tok, self.base_spec = self.load_base(base, dtype=torch.float32 if authors else self.dtype, llm_dtype=self.dtype)
         if authors and self.fp32_llm_embeddings:
             table = self.model.language_model.get_input_embeddings()
             table.weight.data = table.weight.data.float()
@@ -249,6 +247,14 @@ class InstructBlipYesNo(Detector):
         self.install(tensors)
         self.encode_prompt()
         self.model.eval()  # modules added by the hooks (LoRA dropout) start in train mode
+
+    def load_base(self, base: str, *, dtype: Any, llm_dtype: Any) -> tuple[Any, Any, Any, str]:
+        """Hook: (model, Q-Former tokenizer, LLM tokenizer, resolved spec) of ``base`` on
+        ``self.device``, vision/Q-Former/projection parameters in ``dtype`` and the LLM's in
+        ``llm_dtype``; the precision mode is applied around it. ``benchmarks/gpu_check.py``
+        overrides it to hand over a real-size model with random weights, built from the
+        shipped configs on the meta device and materialised on the GPU (no hub)."""
+        return load_instructblip(base, dtype=dtype, device=self.device, llm_dtype=llm_dtype)
 
     def _resolve_precision(self) -> str:
         import torch
