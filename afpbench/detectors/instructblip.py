@@ -145,7 +145,30 @@ def _from_config(cls: Any, src: str, what: str, *, dtype: Any) -> Any:
     except (OSError, ValueError) as exc:
         raise WeightsError(f"Cannot read the {what} config from '{src}' ({' '.join(str(exc).split())[:160]}); pass --base with a folder that holds config.json.") from exc
     with init_empty_weights():  # buffers (rotary frequencies, position ids) stay real, on the CPU
-        return cls.from_config(config, dtype=dtype) if hasattr(cls, "from_config") else cls._from_config(config, dtype=dtype)
+        model = cls.from_config(config, dtype=dtype) if hasattr(cls, "from_config") else cls._from_config(config, dtype=dtype)
+    keep_fp32_modules(model, dtype)
+    return model
+
+
+def keep_fp32_modules(model: Any, dtype: Any) -> None:
+    """What ``from_pretrained(dtype=...)`` does and ``from_config`` does not: the parameters a
+    model class keeps in fp32 (``_keep_in_fp32_modules`` under fp16, e.g. InstructBLIP's
+    ``query_tokens`` and T5's ``wo``; ``_keep_in_fp32_modules_strict`` under fp16 and bf16) are
+    put back in fp32, so that an architecture built from its config has the dtypes a real load gives."""
+    import re
+
+    import torch
+
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ()) if dtype == torch.float16 else set()
+    if dtype in (torch.float16, torch.bfloat16):
+        keep |= set(getattr(model, "_keep_in_fp32_modules_strict", None) or ())
+    if not keep:
+        return
+    # transformers matches these names as patterns anywhere in a parameter's name ("*" = any run).
+    pattern = re.compile("|".join(re.escape(k).replace(r"\*", ".*") for k in sorted(keep)))
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and p.dtype != torch.float32 and pattern.search(name):
+            p.data = p.data.to(torch.float32)
 
 
 def _tokenizer(src: str, what: str, **kw: Any) -> Any:
@@ -558,4 +581,4 @@ class InstructBlipZeroShot(InstructBlipYesNo):
     ]
 
 
-__all__ = ["InstructBlipYesNo", "InstructBlipZeroShot", "load_instructblip", "resolve_base", "PRESET_BASES", "DEFAULT_BASE", "AFP_MEAN", "AFP_STD", "PRECISIONS", "TOKENIZATIONS", "LAVIS_LN_VISION_EPS", "LAVIS_POSITION_IDS", "FAMILY_CHOICES"]
+__all__ = ["InstructBlipYesNo", "InstructBlipZeroShot", "keep_fp32_modules", "load_instructblip", "resolve_base", "PRESET_BASES", "DEFAULT_BASE", "AFP_MEAN", "AFP_STD", "PRECISIONS", "TOKENIZATIONS", "LAVIS_LN_VISION_EPS", "LAVIS_POSITION_IDS", "FAMILY_CHOICES"]
