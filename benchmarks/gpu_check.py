@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -159,7 +160,7 @@ def oom_guard(dev: Device):
     failed = False
     try:
         yield
-    except Exception as exc:  # noqa: BLE001 - re-raised unless it is an OOM
+    except Exception as exc:  # re-raised unless it is an OOM
         if not is_oom(exc):
             raise
         failed = True
@@ -210,6 +211,8 @@ def materialise(module: Any, device: str, *, seed: int = 0, std: float = 0.02) -
             raise RuntimeError(f"buffer {name} has no value (built on meta): build with accelerate.init_empty_weights(), which keeps buffers")
         saved[name] = buf.detach().clone()
     module.to_empty(device=device)
+    if hasattr(module, "tie_weights"):
+        module.tie_weights()  # shared tables (T5's embed_tokens = shared) are one tensor again, as from_pretrained leaves them
     gen = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for name, p in module.named_parameters():
@@ -438,8 +441,8 @@ def one_vs_two(det: Any, dev: Device, s: Settings, clock: Clock, out: dict[str, 
                     losses = det.candidate_losses(x)
                     one, two = [], []
                     for _ in range(s.ratio_repeats):  # interleaved: a drifting machine affects both alike
-                        one.append(_timed(lambda: det.forward_scores(x), dev)[0])
-                        two.append(_timed(lambda: det.candidate_losses(x), dev)[0])
+                        one.append(_timed(lambda x=x: det.forward_scores(x), dev)[0])
+                        two.append(_timed(lambda x=x: det.candidate_losses(x), dev)[0])
                         if time.perf_counter() > deadline:
                             break
                     p_fake = logits.softmax(-1)[:, 1]
@@ -516,8 +519,6 @@ def sd3_build(dev: Device, s: Settings, clock: Clock, work: Path, out: dict[str,
                 bare_img_s=max(rounds["bare"]), backend_img_s=max(rounds["backend"]), ratio=max(rounds["backend"]) / max(rounds["bare"]),
                 rounds=len(rounds["bare"]), images_per_round=s.sd3_images,
             )
-    del backend, pipe
-    dev.free()
 
 
 # -- 4. evaluate end to end against the bare score loop -----------------------------------------------
@@ -621,7 +622,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     wanted = [k for k in SECTIONS if k in (args.sections or SECTIONS)]
     results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "mode": "tiny" if tiny else "real-size", "random_weights": True,
-        "machine": dev.describe(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "budget_s": clock.end - clock.t0, "sections": {},
+        "machine": dev.describe(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "budget_s": clock.end - clock.t0,
+        "settings": dataclasses.asdict(s), "sections": {},
     }
     for key in wanted:
         _section(results, key, s.budgets[key])
@@ -670,6 +672,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 _guarded(results, "afp_throughput", clock, bf16, "bf16")
         if "sd3_build" in wanted:
             _guarded(results, "sd3_build", clock, lambda sec: sd3_build(dev, s, clock, work, sec), "build and measure")
+            dev.free()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for sec in results["sections"].values():

@@ -113,6 +113,8 @@ def test_random_weight_backend_keeps_buffers_and_generates(gpu_check, tmp_path):
             for k, v in comp.named_buffers():
                 assert torch.equal(mine[k], v), f"{key}.{k}"
             assert not torch.equal(next(got[key].parameters()), next(comp.parameters())), key
+    t5 = got["text_encoder_3"]
+    assert t5.shared.weight is t5.encoder.embed_tokens.weight  # tied, as from_pretrained leaves T5
     assert got["tokenizer"]("a photo of a dog").input_ids == ref.components["tokenizer"]("a photo of a dog").input_ids
     out = backend.run([WorkItem(index=0, id="sd3/x-0", seed=5, prompt="a photo of a dog")], [None])
     assert len(out) == 1 and out[0].image.size == (32, 32)
