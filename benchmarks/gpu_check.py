@@ -638,7 +638,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             def build_authors(sec: dict[str, Any]) -> None:
                 t = time.perf_counter()
-                holder["det"] = random_detector("antifakeprompt", base, dev.name, options={"precision": "authors"})
+                with clock.phase(first):
+                    holder["det"] = random_detector("antifakeprompt", base, dev.name, options={"precision": "authors"})
                 sec.setdefault("build_seconds", {})["authors"] = round(time.perf_counter() - t, 2)
 
             _guarded(results, first, clock, build_authors, "build (authors' precision)")
@@ -661,7 +662,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
                 def bf16(sec: dict[str, Any]) -> None:
                     t = time.perf_counter()
-                    d = random_detector("antifakeprompt", base, dev.name, dtype="bfloat16", options={"precision": "uniform"})
+                    with clock.phase("afp_throughput"):
+                        d = random_detector("antifakeprompt", base, dev.name, dtype="bfloat16", options={"precision": "uniform"})
                     sec.setdefault("build_seconds", {})["bf16"] = round(time.perf_counter() - t, 2)
                     try:
                         afp_throughput(d, "bf16", dev, s, clock, sec)
