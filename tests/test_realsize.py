@@ -3,9 +3,9 @@ through afpbench's own loading code, on the meta device: parameter counts agains
 published figures, the Vicuna-v1.3 tokenizer at its real vocabulary, the real pipeline
 components, the T5 drop, IF's stages and the ControlNet's conditioning.
 
-One function per model, so that later checks (an authors'-format checkpoint with its buffers
-loading into the real-size AntifakePrompt; the dtype of each part under each precision mode)
-slot in beside them.
+One function per model; AntifakePrompt also gets an authors'-format checkpoint (with the
+trainer's buffers) loading into its real-size model, and the dtype of each part under each
+precision mode.
 """
 
 from __future__ import annotations
@@ -198,6 +198,161 @@ def test_if_three_stages():
     assert ("stabilityai/stable-diffusion-x4-upscaler", "text_encoder") in by
 
 
-# Slots for the checks that follow the AntifakePrompt fidelity work:
-# def test_authors_checkpoint_with_buffers_loads_at_real_size(afp): ...
-# def test_dtype_per_part_under_each_precision_mode(): ...
+# -- AntifakePrompt: the authors' checkpoint and the precision modes at real size -----------------
+QKEY, LKEY = "Qformer.bert.embeddings.train_word_embeddings.weight", "llm_model.model.train_embed_tokens.weight"
+INV_FREQ = "llm_model.model.layers.{}.self_attn.rotary_emb.inv_freq"
+
+
+@pytest.fixture(scope="module")
+def afp_base():
+    from afpbench.estimate import _detector_base
+
+    return _detector_base("antifakeprompt")
+
+
+def _real_size_buffers() -> dict:
+    """The buffers the authors' trainer saves beside the two vectors, computed from the shipped
+    configs as their code computes them: LAVIS BertEmbeddings' ``arange(max_position_embeddings)
+    .expand((1, -1))`` and, per LLM layer, transformers 4.30's LlamaRotaryEmbedding ``1 / base **
+    (arange(0, dim, 2) / dim)``, dim = hidden / heads, base 10,000 (LLaMA's; Vicuna's config sets
+    no rope_theta)."""
+    import torch
+
+    blip = json.loads((CONFIGS / "Salesforce--instructblip-vicuna-7b" / "config.json").read_text())
+    vicuna = json.loads((CONFIGS / "lmsys--vicuna-7b-v1.3" / "config.json").read_text())
+    n_pos = blip["qformer_config"]["max_position_embeddings"]
+    dim = vicuna["hidden_size"] // vicuna["num_attention_heads"]
+    assert (n_pos, dim, vicuna["num_hidden_layers"], vicuna.get("rope_theta", 10000.0)) == (512, 128, 32, 10000.0)
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, dim, 2).float() / dim))
+    out = {"Qformer.bert.embeddings.position_ids": torch.arange(n_pos).expand((1, -1))}
+    out.update({INV_FREQ.format(i): inv_freq.clone() for i in range(vicuna["num_hidden_layers"])})
+    return out
+
+
+def _trainer_file(path: Path, buffers: dict) -> Path:
+    import torch
+    from _tiny import write_lavis_trainer_checkpoint
+
+    g = torch.Generator().manual_seed(7)
+    model = {QKEY: torch.randn(1, 768, generator=g) * 0.02, **buffers, LKEY: torch.randn(1, 4096, generator=g) * 0.02}
+    return write_lavis_trainer_checkpoint(path, model)
+
+
+@pytest.fixture(scope="module")
+def afp_authors(afp_base, tmp_path_factory):
+    """Real-size AntifakePrompt on meta, authors' precision, from an authors'-format checkpoint."""
+    from afpbench.detectors import load_detector
+
+    path = _trainer_file(tmp_path_factory.mktemp("afp-real") / "COCO_150k_SD3_SD2IP.pth", _real_size_buffers())
+    return path, load_detector("antifakeprompt", base=afp_base, weights=path, device="meta", options={"precision": "authors"})
+
+
+def test_authors_checkpoint_with_buffers_loads_at_real_size(afp_authors):
+    import torch
+
+    path, det = afp_authors
+    obj = torch.load(path, weights_only=True)
+    assert list(obj) == ["model", "optimizer", "config", "scaler", "epoch"] and len(obj["model"]) == 2 + 1 + 32
+    assert obj["model"][INV_FREQ.format(31)].shape == (64,) and obj["model"]["Qformer.bert.embeddings.position_ids"].shape == (1, 512)
+    # Accepted through afpbench's own loading code: the 33 buffers checked against the real-size
+    # base and recorded as ignored, the two vectors taken by shape.
+    assert det.arguments()["ignored_checkpoint_buffers"] == ["Qformer.bert.embeddings.position_ids"] + [INV_FREQ.format(i) for i in range(32)]
+    assert [tuple(p.shape) for p in det.trainable_parameters()] == [(1, 768), (1, 4096)]
+    assert det.model.vision_model.embeddings.patch_embedding.weight.is_meta
+    # What the base computes is what the authors' code computes (independent reference above).
+    computed = det.lavis_buffers()
+    for k, v in _real_size_buffers().items():
+        assert computed[k].dtype == v.dtype and torch.equal(computed[k], v), k
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        # A base with rope_theta 1e6 (a long-context LLaMA): the frequencies differ most at index 6,
+        # 1e6 ** -(12/128) = 10 ** -0.5625 = 0.273842 against 1e4 ** -(12/128) = 10 ** -0.375 = 0.421697.
+        ("rope_theta", r"buffer llm_model.model.layers.31.self_attn.rotary_emb.inv_freq holds 0.273842 at index 6 where the base computes 0.421697"),
+        # A Vicuna-13B file (40 layers): layers 32..39 are not in this base.
+        ("vicuna_13b_layers", r"unexpected llm_model.model.layers.32.self_attn.rotary_emb.inv_freq"),
+    ],
+)
+def test_a_wrong_buffer_is_refused_at_real_size(case, match, afp_base, tmp_path):
+    import torch
+
+    from afpbench.detectors import load_detector
+    from afpbench.errors import WeightsError
+
+    buffers = _real_size_buffers()
+    if case == "rope_theta":
+        buffers[INV_FREQ.format(31)] = 1.0 / (1e6 ** (torch.arange(0, 128, 2).float() / 128))
+    else:
+        buffers.update({INV_FREQ.format(i): buffers[INV_FREQ.format(0)].clone() for i in range(32, 40)})
+    path = _trainer_file(tmp_path / f"{case}.pth", buffers)
+    with pytest.raises(WeightsError, match=match) as err:
+        load_detector("antifakeprompt", base=afp_base, weights=path, device="meta", options={"precision": "authors"})
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def _part_dtypes(det) -> dict:
+    m = det.model
+    lm = m.language_model
+    pseudo = {id(det.q_pseudo.pseudo)}
+
+    def one(params) -> set:
+        return {p.dtype for p in params if id(p) not in pseudo}
+
+    return {
+        "vision": one(m.vision_model.parameters()),
+        "qformer": one(m.qformer.parameters()),
+        "query_tokens": {m.query_tokens.dtype},
+        "projection": one(m.language_projection.parameters()),
+        "llm_layers": one(lm.model.layers.parameters()),
+        "llm_norm_head": one([lm.model.norm.weight, lm.lm_head.weight]),
+        "llm_table": {lm.get_input_embeddings().weight.dtype},
+        "pseudo_words": {det.q_pseudo.pseudo.dtype, det.llm_pseudo.pseudo.dtype},
+        "rotary": {lm.model.rotary_emb.inv_freq.dtype},
+    }
+
+
+def test_dtype_per_part_under_each_precision_mode(afp, afp_authors, afp_base):
+    """The parameters each precision mode leaves in each part, at real size. (Where the authors'
+    mode computes - the vision tower under fp16 autocast, the Q-Former outside it - is checked by
+    running it at tiny size, tests/test_fidelity.py: autocast has no meta device.)"""
+    import torch
+
+    from afpbench.detectors import load_detector
+
+    f32, f16, b16 = torch.float32, torch.float16, torch.bfloat16
+    _, authors = afp_authors
+    # The authors' (LAVIS) arrangement: fp32 vision weights (autocast rounds them), fp32 Q-Former,
+    # query tokens and projection, an fp16 LLM whose input table and [*] are fp32 (their
+    # textual-inversion LLaMA), rotary frequencies fp32; the autocast dtype is fp16.
+    assert authors.precision == "authors" and authors.dtype == f16
+    assert _part_dtypes(authors) == {
+        "vision": {f32}, "qformer": {f32}, "query_tokens": {f32}, "projection": {f32}, "llm_layers": {f16}, "llm_norm_head": {f16},
+        "llm_table": {f32}, "pseudo_words": {f32}, "rotary": {f32},
+    }
+    uniform = {"bf16": afp}  # build_detector's default: uniform bf16
+    for name, dt in (("fp16", "float16"), ("fp32", "float32")):
+        uniform[name] = load_detector("antifakeprompt", base=afp_base, device="meta", dtype=dt, train_init=True, options={"precision": "uniform"})
+    for name, want in (("bf16", b16), ("fp16", f16), ("fp32", f32)):
+        det = uniform[name]
+        assert det.precision == "uniform" and det.dtype == want, name
+        # Everything in the one dtype, except the [*] rows (trained in fp32, cast on the fly), the rotary
+        # frequencies and, under fp16, the query tokens: InstructBLIP lists them in _keep_in_fp32_modules,
+        # which from_pretrained(dtype=float16) honours (and the meta build with it).
+        assert _part_dtypes(det) == {
+            "vision": {want}, "qformer": {want}, "query_tokens": {f32 if want == f16 else want}, "projection": {want}, "llm_layers": {want},
+            "llm_norm_head": {want}, "llm_table": {want}, "pseudo_words": {f32}, "rotary": {f32},
+        }, name
+    # The weights' bytes follow: 7.9B parameters, about half of them fp32 in the authors' mode.
+    from afpbench.estimate import count_parameters
+
+    def nbytes(det):
+        return sum(p.numel() * p.element_size() for p in det.model.parameters())
+
+    n = count_parameters(authors.model)
+    assert nbytes(uniform["fp32"]) == 4 * n and nbytes(uniform["bf16"]) == 2 * n + 2 * 4864
+    assert nbytes(uniform["fp16"]) == nbytes(uniform["bf16"]) + 2 * 32 * 768  # the 32 query tokens of width 768 in fp32
+    lm = authors.model.language_model
+    fp16_params = count_parameters(lm) - lm.get_input_embeddings().weight.numel() - 4096
+    assert nbytes(authors) == 4 * (n - fp16_params) + 2 * fp16_params

@@ -145,7 +145,30 @@ def _from_config(cls: Any, src: str, what: str, *, dtype: Any) -> Any:
     except (OSError, ValueError) as exc:
         raise WeightsError(f"Cannot read the {what} config from '{src}' ({' '.join(str(exc).split())[:160]}); pass --base with a folder that holds config.json.") from exc
     with init_empty_weights():  # buffers (rotary frequencies, position ids) stay real, on the CPU
-        return cls.from_config(config, dtype=dtype) if hasattr(cls, "from_config") else cls._from_config(config, dtype=dtype)
+        model = cls.from_config(config, dtype=dtype) if hasattr(cls, "from_config") else cls._from_config(config, dtype=dtype)
+    keep_fp32_modules(model, dtype)
+    return model
+
+
+def keep_fp32_modules(model: Any, dtype: Any) -> None:
+    """What ``from_pretrained(dtype=...)`` does and ``from_config`` does not: the parameters a
+    model class keeps in fp32 (``_keep_in_fp32_modules`` under fp16, e.g. InstructBLIP's
+    ``query_tokens`` and T5's ``wo``; ``_keep_in_fp32_modules_strict`` under fp16 and bf16) are
+    put back in fp32, so that an architecture built from its config has the dtypes a real load gives."""
+    import re
+
+    import torch
+
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ()) if dtype == torch.float16 else set()
+    if dtype in (torch.float16, torch.bfloat16):
+        keep |= set(getattr(model, "_keep_in_fp32_modules_strict", None) or ())
+    if not keep:
+        return
+    # transformers matches these names as patterns anywhere in a parameter's name ("*" = any run).
+    pattern = re.compile("|".join(re.escape(k).replace(r"\*", ".*") for k in sorted(keep)))
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and p.dtype != torch.float32 and pattern.search(name):
+            p.data = p.data.to(torch.float32)
 
 
 def _tokenizer(src: str, what: str, **kw: Any) -> Any:
@@ -228,9 +251,7 @@ class InstructBlipYesNo(Detector):
         self.precision = self._resolve_precision()
         self.tokenization = self._resolve_tokenization(meta)
         authors = self.precision == "authors"
-        self.model, self.q_tok, self.llm_tok, self.base_spec = load_instructblip(
-            base, dtype=torch.float32 if authors else self.dtype, device=self.device, llm_dtype=self.dtype
-        )
+        self.model, self.q_tok, self.llm_tok, self.base_spec = self.load_base(base, dtype=torch.float32 if authors else self.dtype, llm_dtype=self.dtype)
         if authors and self.fp32_llm_embeddings:
             table = self.model.language_model.get_input_embeddings()
             table.weight.data = table.weight.data.float()
@@ -249,6 +270,14 @@ class InstructBlipYesNo(Detector):
         self.install(tensors)
         self.encode_prompt()
         self.model.eval()  # modules added by the hooks (LoRA dropout) start in train mode
+
+    def load_base(self, base: str, *, dtype: Any, llm_dtype: Any) -> tuple[Any, Any, Any, str]:
+        """Hook: (model, Q-Former tokenizer, LLM tokenizer, resolved spec) of ``base`` on
+        ``self.device``, vision/Q-Former/projection parameters in ``dtype`` and the LLM's in
+        ``llm_dtype``; the precision mode is applied around it. ``benchmarks/gpu_check.py``
+        overrides it to hand over a real-size model with random weights, built from the
+        shipped configs on the meta device and materialised on the GPU (no hub)."""
+        return load_instructblip(base, dtype=dtype, device=self.device, llm_dtype=llm_dtype)
 
     def _resolve_precision(self) -> str:
         import torch
@@ -552,4 +581,4 @@ class InstructBlipZeroShot(InstructBlipYesNo):
     ]
 
 
-__all__ = ["InstructBlipYesNo", "InstructBlipZeroShot", "load_instructblip", "resolve_base", "PRESET_BASES", "DEFAULT_BASE", "AFP_MEAN", "AFP_STD", "PRECISIONS", "TOKENIZATIONS", "LAVIS_LN_VISION_EPS", "LAVIS_POSITION_IDS", "FAMILY_CHOICES"]
+__all__ = ["InstructBlipYesNo", "InstructBlipZeroShot", "keep_fp32_modules", "load_instructblip", "resolve_base", "PRESET_BASES", "DEFAULT_BASE", "AFP_MEAN", "AFP_STD", "PRECISIONS", "TOKENIZATIONS", "LAVIS_LN_VISION_EPS", "LAVIS_POSITION_IDS", "FAMILY_CHOICES"]
