@@ -112,7 +112,13 @@ def _empty_model(cls: Any, folder: Path, dtype: Any) -> Any:
             model = cls._from_config(config)
     # Buffers (position tables, rotary frequencies) join the parameters on meta, so that a
     # traced forward never mixes devices.
-    return model.to(device="meta", dtype=dtype) if dtype is not None else model.to(device="meta")
+    model = model.to(device="meta", dtype=dtype) if dtype is not None else model.to(device="meta")
+    if dtype is not None:
+        from afpbench.detectors.instructblip import keep_fp32_modules
+
+        # As a real from_pretrained(dtype=fp16) load does: T5's `wo` and similar stay fp32.
+        keep_fp32_modules(model, dtype)
+    return model
 
 
 def _component_class(lib: str, name: str) -> Any:
