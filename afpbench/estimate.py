@@ -112,13 +112,20 @@ def _empty_model(cls: Any, folder: Path, dtype: Any) -> Any:
             model = cls._from_config(config)
     # Buffers (position tables, rotary frequencies) join the parameters on meta, so that a
     # traced forward never mixes devices.
-    model = model.to(device="meta", dtype=dtype) if dtype is not None else model.to(device="meta")
-    if dtype is not None:
-        from afpbench.detectors.instructblip import keep_fp32_modules
+    return model.to(device="meta", dtype=dtype) if dtype is not None else model.to(device="meta")
 
-        # As a real from_pretrained(dtype=fp16) load does: T5's `wo` and similar stay fp32.
-        keep_fp32_modules(model, dtype)
-    return model
+
+def fp32_kept(module: Any, dtype: str) -> int:
+    """Parameters a real half-precision load keeps in fp32 (T5's ``wo``, InstructBLIP's query tokens)."""
+    import torch
+
+    from afpbench.detectors.instructblip import fp32_kept_parameters
+
+    if dtype == "fp32":
+        return 0
+    half = torch.float16 if dtype == "fp16" else torch.bfloat16
+    sizes = dict((n, p.numel()) for n, p in module.named_parameters())
+    return sum(sizes[n] for n in fp32_kept_parameters(module, half))
 
 
 def _component_class(lib: str, name: str) -> Any:
@@ -336,6 +343,8 @@ class Part:
     parameters: int
     source: str  # "config" (built on meta) or "published"
     revision: str | None = None
+    #: Of ``parameters``, those a half-precision load keeps in fp32 (set per the plan's dtype).
+    fp32_parameters: int = 0
 
 
 @dataclass
@@ -394,6 +403,11 @@ class Plan:
         return "\n".join(lines)
 
 
+def weight_bytes(parts: list[Part], dtype: str) -> int:
+    """Bytes the parts' weights take on the GPU in ``dtype`` (fp32-kept parameters at 4 bytes)."""
+    return sum(p.parameters * DTYPE_BYTES[dtype] + p.fp32_parameters * (4 - DTYPE_BYTES[dtype]) for p in parts)
+
+
 def machine() -> tuple[str | None, int | None]:
     import torch
 
@@ -444,7 +458,7 @@ def plan_build(name: str, *, batch_size: int = 4, dtype: str | None = None, coun
                 for comp, mod in pipe.components.items():
                     if hasattr(mod, "parameters"):
                         src_id = next((s.model_id for s in card.stages if s.pipeline == type(mod).__name__), mid)
-                        parts.append(Part(src_id, comp, type(mod).__name__, count_parameters(mod), "config", card.revision))
+                        parts.append(Part(src_id, comp, type(mod).__name__, count_parameters(mod), "config", card.revision, fp32_kept(mod, dtype)))
             steps = diffusion_activation_bytes(backend, batch_size)
         else:
             for mid in [card.model_id] + [s.model_id for s in card.stages]:
@@ -456,7 +470,7 @@ def plan_build(name: str, *, batch_size: int = 4, dtype: str | None = None, coun
                     from transformers import T5EncoderModel
 
                     te = _empty_model(T5EncoderModel, folder / "text_encoder", None)
-                    parts.append(Part(mid, "text_encoder", "T5EncoderModel", count_parameters(te), "config"))
+                    parts.append(Part(mid, "text_encoder", "T5EncoderModel", count_parameters(te), "config", None, fp32_kept(te, dtype)))
                 elif folder is not None and mid not in PUBLISHED:
                     from diffusers import DiffusionPipeline
 
@@ -466,7 +480,7 @@ def plan_build(name: str, *, batch_size: int = 4, dtype: str | None = None, coun
                     assert isinstance(pipe, DiffusionPipeline)
                     for comp, mod in pipe.components.items():
                         if hasattr(mod, "parameters"):
-                            parts.append(Part(mid, comp, type(mod).__name__, count_parameters(mod), "config"))
+                            parts.append(Part(mid, comp, type(mod).__name__, count_parameters(mod), "config", None, fp32_kept(mod, dtype)))
             notes.append("activations of the stages without configs are not traced; the estimate counts their weights only")
         use_t5 = backend.param("use_t5") if backend is not None else params.get("use_t5")
         if card.pipeline == "StableDiffusion3Pipeline" and use_t5 is not False:
@@ -485,7 +499,7 @@ def plan_build(name: str, *, batch_size: int = 4, dtype: str | None = None, coun
     else:
         notes.append(f"'{card.name}' ({card.backend}) has no hub model to download" + (" (supplied by the user)" if getattr(card, "supplied_by_user", False) else ""))
         h = w = int(recipe.params["resolution"].value) if "resolution" in recipe.params else 256
-    weights = sum(p.parameters for p in parts) * DTYPE_BYTES[dtype]
+    weights = weight_bytes(parts, dtype)
     act = max(steps.values()) if steps else 0
     plan = Plan(1, "build", name, dtype, batch_size, images, parts, weights, act, steps, 0, int(images * h * w * 3 * PNG_RATIO), notes=notes)
     fixes.append("enable model CPU offload (pipe.enable_model_cpu_offload()) in a custom run")
@@ -609,7 +623,7 @@ def plan_evaluate(detectors: list[str], *, profile: str | None = "v3", datasets:
         size = det.image_size or 224
         dt = det.dtype
         steps[name] = trace_peak(lambda det=det, size=size, dt=dt: det.forward_scores(torch.empty(batch_size, 3, size, size, device="meta", dtype=dt)))
-    weights = sum(p.parameters for p in parts) * DTYPE_BYTES[dtype]
+    weights = weight_bytes(parts, dtype)
     act = max(steps.values()) if steps else 0
     notes.append(f"{len(sets)} sets ({profile or 'custom'}); predictions are written as parquet, a few hundred bytes a row")
     plan = Plan(1, "evaluate", "+".join(detectors), dtype, batch_size, images, parts, weights, act, steps, 0, images * 300, notes=notes)

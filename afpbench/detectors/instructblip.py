@@ -150,11 +150,10 @@ def _from_config(cls: Any, src: str, what: str, *, dtype: Any) -> Any:
     return model
 
 
-def keep_fp32_modules(model: Any, dtype: Any) -> None:
-    """What ``from_pretrained(dtype=...)`` does and ``from_config`` does not: the parameters a
-    model class keeps in fp32 (``_keep_in_fp32_modules`` under fp16, e.g. InstructBLIP's
-    ``query_tokens`` and T5's ``wo``; ``_keep_in_fp32_modules_strict`` under fp16 and bf16) are
-    put back in fp32, so that an architecture built from its config has the dtypes a real load gives."""
+def fp32_kept_parameters(model: Any, dtype: Any) -> list[str]:
+    """Names of the parameters ``from_pretrained(dtype=...)`` keeps in fp32: ``_keep_in_fp32_modules``
+    under fp16 (e.g. InstructBLIP's ``query_tokens``, T5's ``wo``), ``_keep_in_fp32_modules_strict``
+    under fp16 and bf16. transformers matches them as patterns anywhere in a name ("*" = any run)."""
     import re
 
     import torch
@@ -163,11 +162,20 @@ def keep_fp32_modules(model: Any, dtype: Any) -> None:
     if dtype in (torch.float16, torch.bfloat16):
         keep |= set(getattr(model, "_keep_in_fp32_modules_strict", None) or ())
     if not keep:
-        return
-    # transformers matches these names as patterns anywhere in a parameter's name ("*" = any run).
+        return []
     pattern = re.compile("|".join(re.escape(k).replace(r"\*", ".*") for k in sorted(keep)))
+    return [name for name, p in model.named_parameters() if p.is_floating_point() and pattern.search(name)]
+
+
+def keep_fp32_modules(model: Any, dtype: Any) -> None:
+    """What ``from_pretrained(dtype=...)`` does and ``from_config`` does not: the parameters a model
+    class keeps in fp32 are put back in fp32, so that an architecture built from its config has
+    the dtypes a real load gives."""
+    import torch
+
+    kept = set(fp32_kept_parameters(model, dtype))
     for name, p in model.named_parameters():
-        if p.is_floating_point() and p.dtype != torch.float32 and pattern.search(name):
+        if name in kept and p.dtype != torch.float32:
             p.data = p.data.to(torch.float32)
 
 
