@@ -63,7 +63,7 @@ class Metric(_Model):
     ci_high: Fraction | None = Field(None, description="Upper end of the bootstrap confidence interval.")
 
     @model_validator(mode="after")
-    def _ordered_interval(self) -> "Metric":
+    def _ordered_interval(self) -> Metric:
         if self.ci_low is not None and self.ci_high is not None and self.ci_low > self.ci_high:
             raise ValueError(f"ci_low {self.ci_low} is above ci_high {self.ci_high}")
         return self
@@ -169,7 +169,7 @@ class DatasetInfo(_Model):
     predictions: PredictionsFileInfo = Field(description="The per-image predictions of this set.")
 
     @model_validator(mode="after")
-    def _rows(self) -> "DatasetInfo":
+    def _rows(self) -> DatasetInfo:
         if self.rows_evaluated > self.rows_total:
             raise ValueError(f"rows_evaluated {self.rows_evaluated} exceeds rows_total {self.rows_total}")
         if self.predictions.rows != self.rows_evaluated:
