@@ -278,11 +278,12 @@ def _verify_sets(readers: dict[str, Any], cfg: EvalConfig, state: Any) -> float:
     """Refuse, before anything is scored or cached, a set whose content differs from its
     manifest; return the seconds it took.
 
-    Every shard is hashed (sha256) and, without ``--limit``, every row is read back to
-    recompute the content fingerprint, row total and label counts, so the fingerprint a
-    results file records is the one of the data that was scored. With ``--limit N`` only
-    the shards holding the first N rows are read, and hashed. Done once, on the main
-    process (the others wait for its verdict), before the workers start.
+    Without ``--limit`` every row is read back to recompute the content fingerprint, row
+    total and label counts, so the fingerprint a results file records is the one of the
+    data that was scored (and a mismatch names the shard whose sha256 changed). With
+    ``--limit N`` the shards holding the first N rows are hashed (sha256): a fingerprint
+    needs every row. Done once, on the main process (the others wait for its verdict),
+    before the workers start; ``benchmarks/bench_data_check.py`` measures the cost.
     """
     error, seconds = None, 0.0
     if state.is_main_process:
@@ -290,7 +291,7 @@ def _verify_sets(readers: dict[str, Any], cfg: EvalConfig, state: Any) -> float:
 
         t0 = time.perf_counter()
         items = [(r.path, r.manifest, None if cfg.limit is None else min(cfg.limit, r.num_rows)) for r in readers.values()]
-        for (name, reader), report in zip(readers.items(), check_contents(items)):
+        for (name, reader), report in zip(readers.items(), check_contents(items, sha256=False)):
             if report.problems:
                 error = (
                     f"Set '{name}' ({reader.path}) does not match its manifest: {report.problems[0]}; nothing was scored. "

@@ -199,7 +199,7 @@ class RunInfo(_Model):
     evaluation_id: str | None = Field(None, description="Id of the evaluate call that wrote this file; each of its predictions files records the same id (null in files written before ids were recorded).")
     verify_seconds: float | None = Field(
         None, ge=0.0,
-        description="Seconds spent checking the sets against their manifests before scoring: sha256 of every shard read and, without --limit, the content fingerprint, row total and label counts recomputed from the rows.",
+        description="Seconds spent checking the sets against their manifests before scoring: the content fingerprint, row total and label counts recomputed from every row (with --limit: the sha256 of the shards read).",
     )
 
 
