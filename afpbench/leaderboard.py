@@ -30,6 +30,8 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,9 +112,29 @@ def load_checked(results_files: Sequence[str | Path], profile: str | None = None
         if key in names:
             raise AfpbenchError(f"Two results for {key[0]}{'@' + key[1] if key[1] else ''} ({names[key]} and {item.path}); pass one of them.")
         names[key] = item.path
-    for item in loaded:
-        _recompute(item)
+    _recompute_all(loaded)
     return loaded
+
+
+def _recompute_all(loaded: list[_Loaded]) -> None:
+    """Recompute every results file, in parallel processes when there are several: each
+    recomputation redoes the file's bootstrap (seconds for a full profile), and files
+    are independent."""
+    jobs = [(item.path, item.results) for item in loaded]
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = min(len(jobs), cpus)
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # fork: children start at once with afpbench imported (spawn elsewhere).
+        ctx = multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            outs = list(pool.map(_recompute, jobs))  # the first file's error wins, as sequentially
+    else:
+        outs = [_recompute(job) for job in jobs]
+    for item, (predictions, metrics) in zip(loaded, outs):
+        item.predictions, item.metrics = predictions, metrics
 
 
 def _first_difference(recorded: Any, recomputed: Any, where: str = "metrics") -> tuple[str, Any, Any] | None:
@@ -136,22 +158,24 @@ def _first_difference(recorded: Any, recomputed: Any, where: str = "metrics") ->
     return None if recorded == recomputed else (where, recorded, recomputed)
 
 
-def _recompute(item: _Loaded) -> None:
+def _recompute(job: tuple[Path, ResultsFile]) -> tuple[dict[str, Predictions], MetricsBlock]:
     """Check every predictions file of a results file and recompute its metrics from them.
 
     A measured row must be the leaderboard's own computation from checksummed
-    predictions, never a number copied from an editable JSON file.
+    predictions, never a number copied from an editable JSON file. Returns the checked
+    predictions by set and the recomputed metrics (equal to the file's, or refused).
     """
     from afpbench.metrics import BootstrapConfig, calibrate_threshold
 
-    r = item.results
+    results_path, r = job
+    predictions: dict[str, Predictions] = {}
     fix = "evaluate again (or restore the original files)"
     for d in [*r.datasets, *r.calibration]:
-        path = item.path.parent / d.predictions.path
+        path = results_path.parent / d.predictions.path
         if not path.is_file():
-            raise AfpbenchError(f"{item.path} lists predictions {path}, which is missing; a measured row is recomputed from its predictions: {fix}.")
+            raise AfpbenchError(f"{results_path} lists predictions {path}, which is missing; a measured row is recomputed from its predictions: {fix}.")
         if sha256_file(path) != d.predictions.sha256:
-            raise AfpbenchError(f"{path} changed since {item.path} was written (sha256 differs); {fix}.")
+            raise AfpbenchError(f"{path} changed since {results_path} was written (sha256 differs); {fix}.")
         p = read_predictions(path)
         meta = p.meta
         problem = None
@@ -171,15 +195,15 @@ def _recompute(item: _Loaded) -> None:
             problem = f"holds predictions that do not follow the recorded threshold ({r.threshold.kind} {r.threshold.value:g}, pred = score >= threshold)"
         if problem:
             raise AfpbenchError(f"{path} {problem}; {fix}.")
-        item.predictions[d.name] = p
+        predictions[d.name] = p
     if r.threshold.kind == "calibrated":
-        cal = [item.predictions[d.name] for d in r.calibration]
+        cal = [predictions[d.name] for d in r.calibration]
         if not cal:
-            raise AfpbenchError(f"{item.path} has a calibrated threshold but lists no calibration sets; {fix}.")
+            raise AfpbenchError(f"{results_path} has a calibrated threshold but lists no calibration sets; {fix}.")
         thr = calibrate_threshold(np.concatenate([c.labels for c in cal]), np.concatenate([c.scores for c in cal]))
         if thr != r.threshold.value:
-            raise AfpbenchError(f"{item.path}: threshold {r.threshold.value!r} differs from {thr!r} recalibrated on its calibration predictions; {fix}.")
-    test = {d.name: item.predictions[d.name] for d in r.datasets}
+            raise AfpbenchError(f"{results_path}: threshold {r.threshold.value!r} differs from {thr!r} recalibrated on its calibration predictions; {fix}.")
+    test = {d.name: predictions[d.name] for d in r.datasets}
     roles = {d.name: d.role for d in r.datasets}
     pool = r.metrics.pairing.real_pool if r.metrics.pairing.rule == "explicit" else None
     boot = BootstrapConfig(r.bootstrap.n_resamples, r.bootstrap.seed, r.bootstrap.confidence)
@@ -188,10 +212,10 @@ def _recompute(item: _Loaded) -> None:
     if diff:
         where, recorded, recomputed = diff
         raise AfpbenchError(
-            f"{item.path}: {where} is {json.dumps(recorded)} in the file but {json.dumps(recomputed)} recomputed from its predictions; "
+            f"{results_path}: {where} is {json.dumps(recorded)} in the file but {json.dumps(recomputed)} recomputed from its predictions; "
             f"the file was edited or written by another afpbench version: {fix}."
         )
-    item.metrics = metrics
+    return predictions, metrics
 
 
 def _profile_obj(name: str | None) -> Any:
