@@ -75,7 +75,11 @@ class Metric(_Model):
             return None
 
         def clean(x: float) -> float | None:
-            return None if x is None or not math.isfinite(x) else float(x)
+            if x is None or not math.isfinite(x):
+                return None
+            # Sums of float steps (AUC, AP) may land an ulp outside [0, 1]: that is
+            # rounding, not a value the schema should refuse.
+            return min(max(float(x), 0.0), 1.0) if -1e-9 < x < 1.0 + 1e-9 else float(x)
 
         return cls(value=clean(est.value), ci_low=clean(est.ci_low), ci_high=clean(est.ci_high))
 

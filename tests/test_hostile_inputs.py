@@ -445,3 +445,20 @@ def test_score_accepts_files_without_an_evaluation_id_only_with_data(results, da
         score_predictions([folder])
     metrics, _ = score_predictions([folder], data=[data])
     assert metrics == load_results(results["main"]).metrics
+
+
+def test_metric_bounds_refuse_values_but_not_rounding():
+    from pydantic import ValidationError
+
+    from afpbench.metrics import Estimate
+    from afpbench.results import Metric
+
+    above = math.nextafter(1.0, 2.0)  # a sum of float steps one ulp past 1
+    m = Metric.of(Estimate(above, 0.9, above))
+    assert m.value == 1.0 and m.ci_high == 1.0 and m.ci_low == 0.9
+    for bad in (Estimate(1.7, 0.9, 1.0), Estimate(-0.1, 0.0, 0.2)):
+        with pytest.raises(ValidationError):
+            Metric.of(bad)
+    with pytest.raises(ValidationError, match="ci_low .* is above ci_high"):
+        Metric(value=0.5, ci_low=0.6, ci_high=0.4)
+    assert Metric.of(Estimate(math.nan, math.nan, math.nan)).value is None  # undefined stays null
