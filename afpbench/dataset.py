@@ -14,7 +14,7 @@ with renames. So an interrupted build or import leaves either the previous datas
 resumable partial one, never a corrupt shard; and the final bytes do not depend on how
 the work was split into parts or processes.
 
-Only numpy, pyarrow and PIL are imported here; ``datasets`` is imported lazily when the
+Only numpy, pyarrow, pydantic and PIL are imported here; ``datasets`` is imported lazily when the
 Hugging Face feature metadata is needed.
 """
 
@@ -31,11 +31,12 @@ import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from afpbench import LABEL_NAMES, __version__
 from afpbench.errors import DatasetError
@@ -299,14 +300,29 @@ class _Fingerprint:
         self._h = hashlib.sha256()
 
     def update(self, table: pa.Table) -> None:
+        self._h.update(self.feed(table))
+
+    def update_bytes(self, feed: bytes) -> None:
+        """Fold in what :meth:`feed` returned for the next rows (shards hashed in parallel)."""
+        self._h.update(feed)
+
+    @staticmethod
+    def feed(table: pa.Table) -> bytes:
+        """The bytes a table's rows add to the fingerprint: per row, sha256(image) + fields.
+
+        Hashing the concatenation equals hashing row by row, so shards can compute their
+        feeds in parallel threads and be folded in, in order, afterwards.
+        """
         cols = {c: table.column(c).to_pylist() for c in COLUMNS if c != "image"}
+        out = []
         i = 0
         for chunk in table.column("image").chunks:  # chunk by chunk: no combined copy
             images = chunk.field("bytes")
             for k in range(len(chunk)):
-                self._h.update(hashlib.sha256(images[k].as_buffer()).digest())
-                self._h.update(json.dumps([cols[c][i] for c in cols], ensure_ascii=False).encode())
+                out.append(hashlib.sha256(images[k].as_buffer()).digest())
+                out.append(json.dumps([cols[c][i] for c in cols], ensure_ascii=False).encode())
                 i += 1
+        return b"".join(out)
 
     def hexdigest(self) -> str:
         return self._h.hexdigest()
@@ -641,39 +657,118 @@ def _swap_in(new: Path, final: Path) -> None:
     shutil.rmtree(backup, ignore_errors=True)
 
 
-# -- reader ---------------------------------------------------------------------------
-# What readers and verify index without asking: a manifest lacking one is refused up front.
-_MANIFEST_FIELDS = {"name": str, "num_rows": int, "fingerprint": str, "shards": list}
-_SHARD_FIELDS = {"path": str, "sha256": str, "num_rows": int, "bytes": int}
+# -- manifest -------------------------------------------------------------------------
+_HEX64 = r"^[0-9a-f]{64}$"
 
 
-def read_manifest_file(mpath: Path) -> dict[str, Any]:
-    """``manifest.json`` as a dict, refused in one line when it is not JSON or lacks a field readers need."""
+class ManifestShard(BaseModel):
+    """One shard as ``manifest.json`` lists it."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    path: str = Field(description="Path of the parquet file, relative to the set folder.")
+    sha256: str = Field(pattern=_HEX64, description="sha256 of the file's bytes.")
+    num_rows: int = Field(ge=0, description="Rows in the file.")
+    bytes: int = Field(ge=0, description="Size of the file.")
+
+    @field_validator("path")
+    @classmethod
+    def _inside_the_set(cls, value: str) -> str:
+        # A listed path is opened relative to the set folder: it must not lead out of it.
+        parts = value.split("/")
+        if not value or value.startswith("/") or "\\" in value or ":" in parts[0] or any(x in ("", ".", "..") for x in parts) or not value.endswith(".parquet"):
+            raise ValueError("must be a relative path to a .parquet file inside the set folder (no '..', not absolute)")
+        return value
+
+
+class Manifest(BaseModel):
+    """The part of ``manifest.json`` every reader relies on; recipe-specific fields
+    (recipe, params, generator, source, rejects...) are kept as extras."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    schema_version: int = Field(ge=1, description="Manifest schema version; readers refuse newer ones.")
+    name: str = Field(description="Set name.")
+    num_rows: int = Field(ge=0, description="Rows in the set.")
+    counts: dict[str, int] = Field(description="Rows per label name (real, fake).")
+    formats: dict[str, int] | None = Field(None, description="Rows per stored image format.")
+    shards: list[ManifestShard] = Field(description="The parquet shards, in row order.")
+    fingerprint: str = Field(pattern=_HEX64, description="Content hash of the rows (see _Fingerprint).")
+
+    @field_validator("counts")
+    @classmethod
+    def _label_counts(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - set(LABEL_NAMES))
+        if unknown:
+            raise ValueError(f"has label(s) {', '.join(unknown)}; only {', '.join(LABEL_NAMES)} exist")
+        if any(v < 0 for v in value.values()):
+            raise ValueError("has a negative count")
+        return value
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def load_manifest(folder: str | Path) -> dict[str, Any]:
+    """Read and validate ``<folder>/manifest.json``; every defect is a one-line DatasetError."""
+    mpath = Path(folder) / "manifest.json"
+    fix = "restore the set's manifest.json or rebuild the set"
     try:
-        manifest = json.loads(mpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{mpath} is not valid JSON ({exc}); rebuild or re-import the set.") from None
-    problem = None
-    if not isinstance(manifest, dict):
-        problem = "it is not a JSON object"
-    else:
-        problem = next((f"'{k}' is missing or not {t.__name__}" for k, t in _MANIFEST_FIELDS.items() if not isinstance(manifest.get(k), t)), None)
-        if not isinstance(manifest.get("schema_version", 0), int):
-            problem = problem or "'schema_version' is not int"
-        for i, shard in enumerate(manifest.get("shards") or []):
-            if problem:
-                break
-            if not isinstance(shard, dict):
-                problem = f"shards[{i}] is not an object"
-            else:
-                problem = next((f"shards[{i}].{k} is missing or not {t.__name__}" for k, t in _SHARD_FIELDS.items() if not isinstance(shard.get(k), t)), None)
-    if problem:
-        raise DatasetError(f"{mpath} is malformed ({problem}); rebuild or re-import the set.")
-    return manifest
+        data = json.loads(mpath.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise DatasetError(f"{mpath} is not UTF-8 text; {fix}.") from None
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{mpath} is not valid JSON ({exc.msg} at line {exc.lineno}); {fix}.") from None
+    except OSError as exc:
+        raise DatasetError(f"{mpath} cannot be read ({exc.strerror or exc}); check its permissions or {fix}.") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{mpath} is not a JSON object; {fix}.")
+    version = data.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > MANIFEST_SCHEMA_VERSION:
+        raise DatasetError(f"{mpath} uses manifest schema {version}, newer than this afpbench understands ({MANIFEST_SCHEMA_VERSION}); upgrade afpbench.")
+    try:
+        Manifest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+        raise DatasetError(f"{mpath} is malformed at {where}: {_one_line(first['msg'])} ({exc.error_count()} error(s)); {fix}.") from None
+    return data
 
 
+def manifest_claims(manifest: dict[str, Any]) -> list[str]:
+    """Where a (valid) manifest contradicts itself: row totals of shards, counts, formats."""
+    problems = []
+    n = manifest["num_rows"]
+    listed = sum(s["num_rows"] for s in manifest["shards"])
+    if listed != n:
+        problems.append(f"manifest.json: its shards hold {listed} rows in total, its num_rows says {n}")
+    if sum(manifest["counts"].values()) != n:
+        problems.append(f"manifest.json: its label counts {manifest['counts']} add up to {sum(manifest['counts'].values())} rows, its num_rows says {n}")
+    formats = manifest.get("formats")
+    if formats is not None and sum(formats.values()) != n:
+        problems.append(f"manifest.json: its format counts add up to {sum(formats.values())} rows, its num_rows says {n}")
+    paths = [s["path"] for s in manifest["shards"]]
+    if len(set(paths)) != len(paths):
+        problems.append("manifest.json: a shard is listed twice")
+    return problems
+
+
+def _parquet(path: Path, folder: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DatasetError(f"Shard {path} cannot be read ({_one_line(exc)}); run 'afpbench verify {folder}' and rebuild the set.") from None
+
+
+# -- reader ---------------------------------------------------------------------------
 class DatasetReader:
-    """Read a dataset folder written by ``DatasetWriter`` (or imported)."""
+    """Read a dataset folder written by ``DatasetWriter`` (or imported).
+
+    Opening checks the manifest (schema, types, its own totals) and that every shard is
+    there with its listed size; it does not hash the shards: :func:`check_contents`
+    does, and ``evaluate`` calls it before scoring.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -682,12 +777,13 @@ class DatasetReader:
             raise DatasetError(f"Dataset folder {self.path} does not exist; build or import it first (afpbench build / afpbench import).")
         if not mpath.exists():
             raise DatasetError(f"{self.path} has no manifest.json; it is not an afpbench dataset (build or import it first).")
-        self.manifest: dict[str, Any] = read_manifest_file(mpath)
-        if self.manifest.get("schema_version", 0) > MANIFEST_SCHEMA_VERSION:
-            raise DatasetError(f"{mpath} uses manifest schema {self.manifest['schema_version']}, newer than this afpbench understands; upgrade afpbench.")
+        self.manifest: dict[str, Any] = load_manifest(self.path)
+        claims = manifest_claims(self.manifest)
+        if claims:
+            raise DatasetError(f"{mpath} contradicts itself ({claims[0].split(': ', 1)[1]}); run 'afpbench verify {self.path}' and rebuild the set.")
         self.shards = [self.path / s["path"] for s in self.manifest["shards"]]
         for s, p in zip(self.manifest["shards"], self.shards):
-            if not p.exists():
+            if not p.is_file():
                 raise DatasetError(f"Shard {p} listed in the manifest is missing; re-download or rebuild the set.")
             if p.stat().st_size != s["bytes"]:
                 raise DatasetError(f"Shard {p} has {p.stat().st_size} bytes, the manifest says {s['bytes']}; run 'afpbench verify {self.path}' and rebuild.")
@@ -705,6 +801,17 @@ class DatasetReader:
     def __len__(self) -> int:
         return self.num_rows
 
+    def shards_for(self, stop: int | None = None) -> list[int]:
+        """Indices of the shards that hold rows ``[0, stop)`` (all shards for None)."""
+        stop = self.num_rows if stop is None else min(stop, self.num_rows)
+        out, pos = [], 0
+        for i, s in enumerate(self.manifest["shards"]):
+            if pos >= stop:
+                break
+            out.append(i)
+            pos += s["num_rows"]
+        return out
+
     def iter_batches(self, batch_size: int = 64, columns: Iterable[str] | None = None, start: int = 0, stop: int | None = None) -> Iterator[list[dict[str, Any]]]:
         """Rows ``[start, stop)`` in order, as lists of dicts, one shard row group at a time."""
         stop = self.num_rows if stop is None else min(stop, self.num_rows)
@@ -712,7 +819,7 @@ class DatasetReader:
         pos = 0
         pending: list[dict[str, Any]] = []
         for shard in self.shards:
-            pf = pq.ParquetFile(shard)
+            pf = _parquet(shard, self.path)
             n = pf.metadata.num_rows
             if pos + n <= start:
                 pos += n
@@ -734,14 +841,24 @@ class DatasetReader:
         if pending:
             yield pending
 
-    def column(self, name: str) -> list[Any]:
-        return pa.concat_tables([pq.read_table(s, columns=[name]) for s in self.shards]).column(name).to_pylist()
+    def column(self, name: str, stop: int | None = None) -> list[Any]:
+        """One column of rows ``[0, stop)``, reading only the shards that hold them."""
+        stop = self.num_rows if stop is None else min(stop, self.num_rows)
+        tables = []
+        for i in self.shards_for(stop):
+            try:
+                tables.append(pq.read_table(self.shards[i], columns=[name]))
+            except (pa.ArrowException, OSError) as exc:
+                raise DatasetError(f"Shard {self.shards[i]} cannot be read ({_one_line(exc)}); run 'afpbench verify {self.path}' and rebuild the set.") from None
+        if not tables:
+            return []
+        return pa.concat_tables(tables).column(name).to_pylist()[:stop]
 
-    def ids(self) -> list[str]:
-        return self.column("id")
+    def ids(self, stop: int | None = None) -> list[str]:
+        return self.column("id", stop)
 
-    def labels(self) -> list[int]:
-        return self.column("label")
+    def labels(self, stop: int | None = None) -> list[int]:
+        return self.column("label", stop)
 
     def rows(self, batch_size: int = 64, **kw: Any) -> Iterator[dict[str, Any]]:
         for batch in self.iter_batches(batch_size, **kw):
@@ -750,6 +867,176 @@ class DatasetReader:
 
 def open_dataset(path: str | Path) -> DatasetReader:
     return DatasetReader(path)
+
+
+# -- content checks ---------------------------------------------------------------------
+@dataclass
+class ContentReport:
+    """What :func:`check_contents` found for one set."""
+
+    problems: list[str] = field(default_factory=list)
+    #: Rows in the shards that were read.
+    num_rows: int = 0
+    #: Recomputed content fingerprint ("" unless every shard was read in full).
+    fingerprint: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+    formats: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _ShardResult:
+    problems: list[str] = field(default_factory=list)
+    rows: int = 0
+    feed: bytes = b""
+    labels: dict[int, int] = field(default_factory=dict)
+    formats: dict[str, int] = field(default_factory=dict)
+
+
+def _check_shard(folder: Path, entry: dict[str, Any], sha: bool, content: bool) -> _ShardResult:
+    """Size, footer and (``sha``) sha256 of one shard; with ``content`` also its rows
+    (fingerprint feed, label and format counts)."""
+    rel = entry["path"]
+    p = folder / rel
+    out = _ShardResult()
+    if not p.is_file():
+        out.problems.append(f"{rel}: missing")
+        return out
+    size = p.stat().st_size
+    if size != entry["bytes"]:
+        out.problems.append(f"{rel}: {size} bytes, manifest says {entry['bytes']}")
+        return out
+    if sha:
+        digest = sha256_file(p)
+        if digest != entry["sha256"]:
+            out.problems.append(f"{rel}: sha256 {digest[:12]}... differs from the manifest's {entry['sha256'][:12]}...")
+            return out
+    try:
+        pf = pq.ParquetFile(p)
+        missing = [c for c in COLUMNS if c not in pf.schema_arrow.names]
+        if missing:
+            out.problems.append(f"{rel}: lacks column(s) {', '.join(missing)}")
+            return out
+        out.rows = pf.metadata.num_rows
+        if out.rows != entry["num_rows"]:
+            out.problems.append(f"{rel}: {out.rows} rows, manifest says {entry['num_rows']}")
+        if content:
+            feeds = []
+            for g in range(pf.num_row_groups):
+                t = pf.read_row_group(g, columns=list(COLUMNS))
+                feeds.append(_Fingerprint.feed(t))
+                for lab in t.column("label").to_pylist():
+                    out.labels[lab] = out.labels.get(lab, 0) + 1
+                for f in t.column("format").to_pylist():
+                    out.formats[f] = out.formats.get(f, 0) + 1
+                del t
+            out.feed = b"".join(feeds)
+            # Once per shard, not per row group: handing pages back to the OS after every
+            # row group made each read fault its buffers in again (3-4x slower reads),
+            # while row groups of one shard reuse the same few pages.
+            _release_arrow_memory()
+    except Exception as exc:  # a shard that hashes right but does not parse is still bad
+        out.problems.append(f"{rel}: unreadable ({type(exc).__name__}: {_one_line(exc)})")
+    return out
+
+
+def _run_tasks(tasks: list[tuple[Path, dict[str, Any], bool, bool]], workers: int | None) -> list[_ShardResult]:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = max(1, min(workers if workers is not None else min(4, cpus), len(tasks)))
+    if n == 1:
+        return [_check_shard(*t) for t in tasks]
+    from concurrent.futures import ThreadPoolExecutor
+
+    # hashlib and pyarrow release the GIL: the threads hash and read shards in parallel.
+    with ThreadPoolExecutor(n, thread_name_prefix="afpbench-check") as pool:
+        return list(pool.map(lambda t: _check_shard(*t), tasks))
+
+
+def _shards_holding(manifest: dict[str, Any], rows: int | None) -> list[dict[str, Any]]:
+    out, pos = [], 0
+    for s in manifest["shards"]:
+        if rows is not None and pos >= rows:
+            break
+        out.append(s)
+        pos += s["num_rows"]
+    return out
+
+
+def _compare(manifest: dict[str, Any], results: list[_ShardResult]) -> ContentReport:
+    """A whole set's shard results against its manifest's claims."""
+    rep = ContentReport(problems=manifest_claims(manifest))
+    for r in results:
+        rep.problems += r.problems
+        rep.num_rows += r.rows
+    if any(r.problems for r in results):
+        return rep
+    fp = _Fingerprint()
+    for r in results:
+        fp.update_bytes(r.feed)
+        for lab, c in r.labels.items():
+            name = LABEL_NAMES[lab] if lab in (0, 1) else repr(lab)
+            rep.counts[name] = rep.counts.get(name, 0) + c
+        for f, c in r.formats.items():
+            rep.formats[f] = rep.formats.get(f, 0) + c
+    rep.fingerprint = fp.hexdigest()
+    bad_labels = sorted(set(rep.counts) - set(LABEL_NAMES))
+    if bad_labels:
+        rep.problems.append(f"the shards hold label value(s) {', '.join(bad_labels)}; only 0 (real) and 1 (fake) exist")
+    if rep.num_rows != manifest["num_rows"]:
+        rep.problems.append(f"{rep.num_rows} rows in the shards, manifest says {manifest['num_rows']}")
+    have = {n: rep.counts.get(n, 0) for n in LABEL_NAMES}
+    claimed = {n: manifest["counts"].get(n, 0) for n in LABEL_NAMES}
+    if have != claimed:
+        rep.problems.append(f"label counts in the shards are {have}, manifest says {claimed}")
+    if manifest.get("formats") is not None and dict(sorted(rep.formats.items())) != dict(sorted(manifest["formats"].items())):
+        rep.problems.append(f"format counts in the shards are {dict(sorted(rep.formats.items()))}, manifest says {manifest['formats']}")
+    if rep.fingerprint != manifest["fingerprint"]:
+        rep.problems.append(f"content fingerprint {rep.fingerprint[:12]}... differs from the manifest's {manifest['fingerprint'][:12]}...")
+    return rep
+
+
+def check_contents(items: Sequence[tuple[Path, dict[str, Any], int | None]], *, sha256: bool = True, workers: int | None = None) -> list[ContentReport]:
+    """Check sets against their manifests: ``items`` are (folder, manifest, rows); the
+    manifests must have passed :func:`load_manifest`.
+
+    ``rows=None`` checks a whole set: every shard's size and row count, the rows read
+    back to recompute the content fingerprint, the row total and the label and format
+    counts, and (``sha256``) every shard's sha256. Without ``sha256`` the content alone is
+    compared (what evaluate needs: the rows it scores are the rows the manifest
+    describes) and shards are hashed only when it differs, to name the one that changed.
+    ``rows=N`` checks size, sha256 and row count of the shards holding the first N rows
+    (what an ``evaluate --limit N`` reads: a fingerprint needs every row).
+
+    Shards of all sets are checked in a pool of up to ``workers`` threads (default: up to
+    4, one per available core).
+    """
+    tasks, owner = [], []
+    for k, (folder, manifest, rows) in enumerate(items):
+        for entry in _shards_holding(manifest, rows):
+            tasks.append((Path(folder), entry, sha256 or rows is not None, rows is None))
+            owner.append(k)
+    results = _run_tasks(tasks, workers)
+    reports = []
+    for k, (folder, manifest, rows) in enumerate(items):
+        mine = [r for o, r in zip(owner, results) if o == k]
+        if rows is not None:
+            rep = ContentReport()
+            for r in mine:
+                rep.problems += r.problems
+                rep.num_rows += r.rows
+        else:
+            rep = _compare(manifest, mine)
+            if rep.problems and not sha256:
+                # Name the shard that changed, if its bytes did (else the manifest's claims were edited).
+                hashed = _run_tasks([(Path(folder), e, True, False) for e in manifest["shards"]], workers)
+                rep.problems = [p for r in hashed for p in r.problems if "sha256" in p] + rep.problems
+        reports.append(rep)
+    return reports
+
+
+def check_content(folder: str | Path, manifest: dict[str, Any] | None = None, rows: int | None = None) -> ContentReport:
+    """:func:`check_contents` for one set (its manifest is loaded when not given)."""
+    folder = Path(folder)
+    return check_contents([(folder, manifest if manifest is not None else load_manifest(folder), rows)])[0]
 
 
 # -- verify ---------------------------------------------------------------------------
@@ -763,46 +1050,21 @@ class VerifyReport:
 
 
 def verify(path: str | Path) -> VerifyReport:
-    """Recompute shard hashes, row counts and the content fingerprint."""
+    """Check a set against its manifest: the manifest's own form and totals, every
+    shard's size, sha256 and row count, unlisted shards, the row total, label and format
+    counts and the recomputed content fingerprint. A malformed manifest is one problem."""
     path = Path(path)
-    reader = DatasetReader.__new__(DatasetReader)
-    reader.path = path
-    mpath = path / "manifest.json"
-    if not mpath.exists():
+    if not (path / "manifest.json").is_file():
         raise DatasetError(f"{path} has no manifest.json; point 'afpbench verify' at a dataset folder (one with manifest.json).")
-    manifest = read_manifest_file(mpath)
-    problems: list[str] = []
-    fp = _Fingerprint()
-    total = 0
+    try:
+        manifest = load_manifest(path)
+    except DatasetError as exc:
+        return VerifyReport(path, False, [str(exc)])
     listed = {s["path"] for s in manifest["shards"]}
-    for extra in sorted((path / "data").glob("*.parquet")):
-        rel = extra.relative_to(path).as_posix()
-        if rel not in listed:
-            problems.append(f"{rel}: not listed in the manifest")
-    for s in manifest["shards"]:
-        p = path / s["path"]
-        if not p.exists():
-            problems.append(f"{s['path']}: missing")
-            continue
-        digest = sha256_file(p)
-        if digest != s["sha256"]:
-            problems.append(f"{s['path']}: sha256 {digest[:12]}... differs from the manifest's {s['sha256'][:12]}...")
-            continue
-        try:
-            t = pq.read_table(p)
-        except Exception as exc:  # a shard that hashes right but does not parse is still bad
-            problems.append(f"{s['path']}: unreadable ({exc})")
-            continue
-        if t.num_rows != s["num_rows"]:
-            problems.append(f"{s['path']}: {t.num_rows} rows, manifest says {s['num_rows']}")
-        fp.update(t)
-        total += t.num_rows
-    if not problems:
-        if total != manifest["num_rows"]:
-            problems.append(f"{total} rows in the shards, manifest says {manifest['num_rows']}")
-        if fp.hexdigest() != manifest["fingerprint"]:
-            problems.append(f"content fingerprint {fp.hexdigest()[:12]}... differs from the manifest's {manifest['fingerprint'][:12]}...")
-    return VerifyReport(path, not problems, problems, total, fp.hexdigest())
+    problems = [f"{extra.relative_to(path).as_posix()}: not listed in the manifest" for extra in sorted((path / "data").glob("*.parquet")) if extra.relative_to(path).as_posix() not in listed]
+    rep = check_content(path, manifest)
+    problems += rep.problems
+    return VerifyReport(path, not problems, problems, rep.num_rows, rep.fingerprint)
 
 
 # -- small helpers for tests and the demo ---------------------------------------------

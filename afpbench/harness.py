@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import sys
@@ -41,6 +42,7 @@ from afpbench.metrics import BootstrapConfig, calibrate_threshold
 from afpbench.perturb import Perturbation, parse_perturbation
 
 ROLES = ("held-in", "held-out")
+log = logging.getLogger(__name__)
 
 
 # -- configuration ------------------------------------------------------------------------
@@ -280,16 +282,58 @@ def resolve_sets(cfg: EvalConfig) -> tuple[list[str], dict[str, str], str | None
     return names, roles, (profile.name if profile else None)
 
 
-def _open_set(name: str, role: str, cfg: EvalConfig) -> _Set:
-    from afpbench import catalog
+def _open_sets(wanted: Sequence[tuple[str, str]], cfg: EvalConfig, state: Any) -> tuple[dict[str, _Set], float]:
+    """Open the sets ``(name, role)``, check their content against their manifests (and
+    return the seconds that took), then read the ids and labels to evaluate."""
     from afpbench.dataset import open_dataset
 
-    reader = open_dataset(_find_set(name, cfg.data))
-    if reader.num_rows == 0:
-        raise DatasetError(f"Set '{name}' has no rows; build or import it again, or leave it out.")
+    readers = {}
+    for name, _ in wanted:
+        reader = open_dataset(_find_set(name, cfg.data))
+        if reader.num_rows == 0:
+            raise DatasetError(f"Set '{name}' has no rows; build or import it again, or leave it out.")
+        readers[name] = reader
+    seconds = _verify_sets(readers, cfg, state)
+    return {name: _make_set(name, role, readers[name], cfg) for name, role in wanted}, seconds
+
+
+def _verify_sets(readers: dict[str, Any], cfg: EvalConfig, state: Any) -> float:
+    """Refuse, before anything is scored or cached, a set whose content differs from its
+    manifest; return the seconds it took.
+
+    Without ``--limit`` every row is read back to recompute the content fingerprint, row
+    total and label counts, so the fingerprint a results file records is the one of the
+    data that was scored (and a mismatch names the shard whose sha256 changed). With
+    ``--limit N`` the shards holding the first N rows are hashed (sha256): a fingerprint
+    needs every row. Done once, on the main process (the others wait for its verdict),
+    before the workers start; ``benchmarks/bench_data_check.py`` measures the cost.
+    """
+    error, seconds = None, 0.0
+    if state.is_main_process:
+        from afpbench.dataset import check_contents
+
+        t0 = time.perf_counter()
+        items = [(r.path, r.manifest, None if cfg.limit is None else min(cfg.limit, r.num_rows)) for r in readers.values()]
+        for (name, reader), report in zip(readers.items(), check_contents(items, sha256=False)):
+            if report.problems:
+                error = (
+                    f"Set '{name}' ({reader.path}) does not match its manifest: {report.problems[0]}; nothing was scored. "
+                    f"Run 'afpbench verify {reader.path}' and rebuild (or re-download) the set."
+                )
+                break
+        seconds = time.perf_counter() - t0
+    error = _broadcast(state, error)
+    if error:
+        raise DatasetError(error)
+    return seconds
+
+
+def _make_set(name: str, role: str, reader: Any, cfg: EvalConfig) -> _Set:
+    from afpbench import catalog
+
     n_eff = reader.num_rows if cfg.limit is None else min(cfg.limit, reader.num_rows)
-    ids = reader.ids()[:n_eff]
-    labels = np.asarray(reader.labels()[:n_eff], dtype=np.int8)
+    ids = reader.ids(n_eff)
+    labels = np.asarray(reader.labels(n_eff), dtype=np.int8)
     if len(set(ids)) != len(ids):
         raise DatasetError(f"Set '{name}' has duplicate row ids; rebuild it (ids must be unique).")
     family = reader.manifest.get("family") or None
@@ -618,8 +662,7 @@ def evaluate(cfg: EvalConfig) -> list[Path]:
         outside = [n for n in cfg.real_pool if n not in names]
         if outside:
             raise AfpbenchError(f"Real pool set(s) {', '.join(outside)} are not evaluated; add them to --datasets or change --real-pool.")
-    sets = {n: _open_set(n, roles[n], cfg) for n in names}
-    sets.update({n: _open_set(n, "calibration", cfg) for n in cfg.calibrate_on})
+    sets, verify_seconds = _open_sets([(n, roles[n]) for n in names] + [(n, "calibration") for n in cfg.calibrate_on], cfg, state)
     perts = [parse_perturbation(p, cfg.perturb_seed) for p in (cfg.perturb or [None])]
     if len({p.spec if p else None for p in perts}) != len(perts):
         raise AfpbenchError("The same perturbation is listed twice; give each --perturb once.")
@@ -656,7 +699,7 @@ def evaluate(cfg: EvalConfig) -> list[Path]:
     gathered = _gather(state, payload)
     paths = [job.folder / "results.json" for job in jobs]
     if state.is_main_process:
-        ctx = _RunContext(cfg, profile, roles, bootstrap, device, state, len(detectors), workers, rows_cached)
+        ctx = _RunContext(cfg, profile, roles, bootstrap, device, state, len(detectors), workers, rows_cached, uuid.uuid4().hex, verify_seconds)
         for j, job in enumerate(jobs):
             _finalize_job(j, job, sets, plan, gathered, ctx)
     state.wait_for_everyone()
@@ -786,6 +829,10 @@ class _RunContext:
     n_detectors: int
     workers: int
     rows_cached: dict[int, int]
+    #: One id per evaluate call, recorded in its results file and every predictions file
+    #: it writes, so that `score` and `leaderboard` never combine files of different runs.
+    evaluation_id: str = ""
+    verify_seconds: float | None = None
 
 
 def _finalize_job(j: int, job: _Job, sets: dict[str, _Set], plan: dict, gathered: list[dict], ctx: _RunContext) -> Path:
@@ -829,8 +876,7 @@ def _finalize_job(j: int, job: _Job, sets: dict[str, _Set], plan: dict, gathered
     infos: list[R.DatasetInfo] = []
     cal_infos: list[R.DatasetInfo] = []
     for position, s in enumerate(sets.values()):
-        # A tie is real: the authors' rule answers "yes" when the two losses are equal.
-        pred = (scores[s.name] > thr).astype(np.int8)
+        pred = R.predict(scores[s.name], thr)
         meta = {
             "schema_version": R.SCHEMA_VERSION,
             "dataset": s.name,
@@ -851,6 +897,7 @@ def _finalize_job(j: int, job: _Job, sets: dict[str, _Set], plan: dict, gathered
             "bootstrap": {"n_resamples": ctx.bootstrap.n_resamples, "seed": ctx.bootstrap.seed, "confidence": ctx.bootstrap.confidence},
             "profile": ctx.profile,
             "cache_key": job.keys[s.name],
+            "evaluation_id": ctx.evaluation_id,
         }
         path = job.folder / "predictions" / f"{s.name}.parquet"
         digest = R.write_predictions(path, s.ids, s.labels, scores[s.name], pred, meta)
@@ -879,7 +926,7 @@ def _finalize_job(j: int, job: _Job, sets: dict[str, _Set], plan: dict, gathered
         num_workers=ctx.workers, torch_threads=gathered[0]["threads"], detectors_in_pass=ctx.n_detectors, limit=cfg.limit, rows_scored=scored,
         rows_cached=ctx.rows_cached[j], rows_per_process=[g["scored"] for g in gathered], wall_seconds=wall, images_per_second=(scored / wall if scored and wall > 0 else None),
         score_seconds=sum(g["score_seconds"][j] for g in gathered), peak_rss_bytes=max(g["rss"] for g in gathered),
-        peak_gpu_memory_bytes=max(gpu) if gpu else None,
+        peak_gpu_memory_bytes=max(gpu) if gpu else None, evaluation_id=ctx.evaluation_id or None, verify_seconds=ctx.verify_seconds,
     )
     det = job.det
     result = R.ResultsFile(
@@ -904,6 +951,25 @@ def _finalize_job(j: int, job: _Job, sets: dict[str, _Set], plan: dict, gathered
     return R.dump_json(result, job.folder / "results.json")
 
 
+def _predictions_in(folder: Path) -> list[Path]:
+    """The predictions files of a results folder: those its results.json lists (so a stale
+    file of an earlier run left in predictions/ is never mixed in), else all of them."""
+    from afpbench import results as R
+
+    if (folder / "results.json").is_file():
+        try:
+            res = R.load_results(folder / "results.json")
+        except AfpbenchError as exc:  # the predictions alone are what score needs
+            log.warning("%s; scoring every file in %s/predictions instead", exc, folder)
+        else:
+            return [folder / d.predictions.path for d in [*res.datasets, *res.calibration]]
+    sub = folder / "predictions" if (folder / "predictions").is_dir() else folder
+    found = sorted(sub.glob("*.parquet"))
+    if not found:
+        raise AfpbenchError(f"No predictions files in {folder}; pass <results>/<detector>/predictions/*.parquet files or their folder.")
+    return found
+
+
 def _remove_cache(job: _Job, s: _Set) -> None:
     import shutil
 
@@ -920,27 +986,37 @@ def _remove_cache(job: _Job, s: _Set) -> None:
 def score_predictions(paths: Sequence[str | Path], *, data: Sequence[Path] = (), real_pool: list[str] | None = None, bootstrap: int | None = None, seed: int | None = None) -> tuple[Any, list[Any]]:
     """Recompute every metric from predictions files alone (``afpbench score``).
 
-    ``paths`` are predictions parquet files or result folders (their ``predictions/``).
-    Roles, real pool and bootstrap settings default to what evaluate recorded, so the
-    numbers equal the results file's. With ``data``, each file's dataset fingerprint is
-    checked against the set's current manifest.
+    ``paths`` are predictions parquet files or result folders (the predictions files
+    their ``results.json`` lists, else every file in their ``predictions/``). Roles, real
+    pool and bootstrap settings default to what evaluate recorded, so the numbers equal
+    the results file's. The files must come from one evaluation (evaluate records its id
+    in each); files written without an id are accepted only with ``data``, which checks
+    each file's dataset fingerprint against the set's current manifest.
     """
     from afpbench import results as R
 
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            sub = p / "predictions" if (p / "predictions").is_dir() else p
-            found = sorted(sub.glob("*.parquet"))
-            if not found:
-                raise AfpbenchError(f"No predictions files in {p}; pass <results>/<detector>/predictions/*.parquet files or their folder.")
-            files.extend(found)
+            files.extend(_predictions_in(p))
         else:
             files.append(p)
     preds = [R.read_predictions(f) for f in files]
     owners = {(p.meta.get("detector"), json.dumps(p.meta.get("perturbation"), sort_keys=True)) for p in preds}
     if len(owners) > 1:
         raise AfpbenchError("The predictions come from different detectors or perturbations; score one detector (one results folder) at a time.")
+    runs = {p.meta.get("evaluation_id") for p in preds} - {None}
+    if len(runs) > 1:
+        raise AfpbenchError(
+            f"The predictions come from {len(runs)} different evaluations (a set re-evaluated on its own, or files of different runs); "
+            "pass the files of one evaluation (its results folder), or evaluate all the sets again in one run."
+        )
+    legacy = [f for f, p in zip(files, preds) if p.meta.get("evaluation_id") is None]
+    if legacy and not data:
+        raise DatasetError(
+            f"{legacy[0]} records no evaluation id (written by an older afpbench), so it cannot be shown to come from the same run and data build as the other files; "
+            "pass --data DIR to check every file against the sets' current fingerprints, or evaluate again."
+        )
     by_set: dict[str, Any] = {}
     for f, p in zip(files, preds):
         if p.name in by_set:

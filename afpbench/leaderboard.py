@@ -5,10 +5,19 @@ reported rows (``recipes/profiles/results_<profile>.csv`` through the catalog) a
 as reference rows marked ``reported`` and are never mixed with measured numbers: they
 have their own source field, badge and style, and no confidence intervals.
 
+Measured rows are recomputed, not copied: every predictions file a results file lists
+must be there with the sha256 the results file recorded, must belong to that results
+file (set, rows, fingerprint, detector, evaluation id) and hold predictions that follow
+its threshold; the metrics are then recomputed from those predictions with the recorded
+real pool and bootstrap settings (the code path of ``evaluate`` and ``afpbench score``)
+and must equal the file's to the last digit, and a calibrated threshold is recalibrated.
+The schema itself refuses non-finite numbers and fractions outside [0, 1].
+
 Refused, each with a one-line reason: results run with ``--limit``; results whose
 dataset fingerprints differ for the same set; results of different profiles; files that
-fail schema validation; two results for the same detector and perturbation; predictions
-files whose hash no longer matches their results file.
+fail schema validation; two results for the same detector and perturbation; missing
+predictions files or ones whose hash no longer matches their results file; numbers that
+differ from the ones recomputed from the predictions.
 
 The HTML page is self-contained (inline CSS, JS and base64 PNG plots from matplotlib's
 Agg backend): sortable tables (click a header), one row per detector, one column per set
@@ -20,8 +29,11 @@ from __future__ import annotations
 
 import base64
 import html
+import json
+import os
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,9 +46,14 @@ from afpbench.results import (
     LeaderboardEntry,
     LeaderboardSet,
     Metric,
+    MetricsBlock,
+    Predictions,
     ResultsFile,
+    compute_metrics,
     dump_json,
+    label_name,
     load_results,
+    predict,
     read_predictions,
     sha256_file,
 )
@@ -49,6 +66,10 @@ class _Loaded:
     path: Path
     results: ResultsFile
     sha256: str
+    #: Checked predictions of every listed set (test and calibration), by set name.
+    predictions: dict[str, Predictions] = field(default_factory=dict)
+    #: The metrics recomputed from them (equal to the file's, or the file is refused).
+    metrics: MetricsBlock | None = None
 
 
 def _results_path(p: str | Path) -> Path:
@@ -67,6 +88,8 @@ def load_checked(results_files: Sequence[str | Path], profile: str | None = None
     for item in loaded:
         if item.results.run.limit is not None:
             raise AfpbenchError(f"{item.path} was run with --limit {item.results.run.limit}; evaluate without --limit to publish it.")
+        if any(d.rows_evaluated != d.rows_total for d in item.results.datasets):
+            raise AfpbenchError(f"{item.path} did not evaluate every row of its sets; evaluate them in full to publish it.")
     profiles = {item.results.profile for item in loaded}
     if len(profiles) > 1:
         by = ", ".join(f"{item.results.profile or 'custom'} ({item.path})" for item in loaded)
@@ -89,7 +112,110 @@ def load_checked(results_files: Sequence[str | Path], profile: str | None = None
         if key in names:
             raise AfpbenchError(f"Two results for {key[0]}{'@' + key[1] if key[1] else ''} ({names[key]} and {item.path}); pass one of them.")
         names[key] = item.path
+    _recompute_all(loaded)
     return loaded
+
+
+def _recompute_all(loaded: list[_Loaded]) -> None:
+    """Recompute every results file, in parallel processes when there are several: each
+    recomputation redoes the file's bootstrap (seconds for a full profile), and files
+    are independent."""
+    jobs = [(item.path, item.results) for item in loaded]
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = min(len(jobs), cpus)
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # fork: children start at once with afpbench imported (spawn elsewhere).
+        ctx = multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            outs = list(pool.map(_recompute, jobs))  # the first file's error wins, as sequentially
+    else:
+        outs = [_recompute(job) for job in jobs]
+    for item, (predictions, metrics) in zip(loaded, outs):
+        item.predictions, item.metrics = predictions, metrics
+
+
+def _first_difference(recorded: Any, recomputed: Any, where: str = "metrics") -> tuple[str, Any, Any] | None:
+    """Where two JSON-like values first differ (None when equal)."""
+    if isinstance(recorded, dict) and isinstance(recomputed, dict):
+        for k in list(recorded) + [k for k in recomputed if k not in recorded]:
+            if k not in recorded or k not in recomputed:
+                return f"{where}.{k}", recorded.get(k, "(absent)"), recomputed.get(k, "(absent)")
+            d = _first_difference(recorded[k], recomputed[k], f"{where}.{k}")
+            if d:
+                return d
+        return None
+    if isinstance(recorded, list) and isinstance(recomputed, list):
+        if len(recorded) != len(recomputed):
+            return f"{where} (length)", len(recorded), len(recomputed)
+        for i, (a, b) in enumerate(zip(recorded, recomputed)):
+            d = _first_difference(a, b, f"{where}.{i}")
+            if d:
+                return d
+        return None
+    return None if recorded == recomputed else (where, recorded, recomputed)
+
+
+def _recompute(job: tuple[Path, ResultsFile]) -> tuple[dict[str, Predictions], MetricsBlock]:
+    """Check every predictions file of a results file and recompute its metrics from them.
+
+    A measured row must be the leaderboard's own computation from checksummed
+    predictions, never a number copied from an editable JSON file. Returns the checked
+    predictions by set and the recomputed metrics (equal to the file's, or refused).
+    """
+    from afpbench.metrics import BootstrapConfig, calibrate_threshold
+
+    results_path, r = job
+    predictions: dict[str, Predictions] = {}
+    fix = "evaluate again (or restore the original files)"
+    for d in [*r.datasets, *r.calibration]:
+        path = results_path.parent / d.predictions.path
+        if not path.is_file():
+            raise AfpbenchError(f"{results_path} lists predictions {path}, which is missing; a measured row is recomputed from its predictions: {fix}.")
+        if sha256_file(path) != d.predictions.sha256:
+            raise AfpbenchError(f"{path} changed since {results_path} was written (sha256 differs); {fix}.")
+        p = read_predictions(path)
+        meta = p.meta
+        problem = None
+        if p.name != d.name:
+            problem = f"holds predictions of set '{p.name}', not '{d.name}'"
+        elif len(p.ids) != d.predictions.rows:
+            problem = f"holds {len(p.ids)} rows, the results file says {d.predictions.rows}"
+        elif meta.get("fingerprint") != d.fingerprint:
+            problem = "was made on another build of the set (its fingerprint differs from the results file's)"
+        elif meta.get("detector") not in (None, r.detector.full_name):
+            problem = f"holds predictions of detector {meta.get('detector')}, not {r.detector.full_name}"
+        elif r.run.evaluation_id and meta.get("evaluation_id") != r.run.evaluation_id:
+            problem = "comes from another evaluation than the results file (evaluation ids differ)"
+        elif label_name(p.labels) != d.label:
+            problem = f"holds {label_name(p.labels)} labels, the results file says {d.label}"
+        elif not np.array_equal(p.preds, predict(p.scores, r.threshold.value)):
+            problem = f"holds predictions that do not follow the recorded threshold ({r.threshold.kind} {r.threshold.value:g}, pred = score >= threshold)"
+        if problem:
+            raise AfpbenchError(f"{path} {problem}; {fix}.")
+        predictions[d.name] = p
+    if r.threshold.kind == "calibrated":
+        cal = [predictions[d.name] for d in r.calibration]
+        if not cal:
+            raise AfpbenchError(f"{results_path} has a calibrated threshold but lists no calibration sets; {fix}.")
+        thr = calibrate_threshold(np.concatenate([c.labels for c in cal]), np.concatenate([c.scores for c in cal]))
+        if thr != r.threshold.value:
+            raise AfpbenchError(f"{results_path}: threshold {r.threshold.value!r} differs from {thr!r} recalibrated on its calibration predictions; {fix}.")
+    test = {d.name: predictions[d.name] for d in r.datasets}
+    roles = {d.name: d.role for d in r.datasets}
+    pool = r.metrics.pairing.real_pool if r.metrics.pairing.rule == "explicit" else None
+    boot = BootstrapConfig(r.bootstrap.n_resamples, r.bootstrap.seed, r.bootstrap.confidence)
+    metrics = compute_metrics(test, roles, pool, boot)
+    diff = _first_difference(r.metrics.model_dump(mode="json"), metrics.model_dump(mode="json"))
+    if diff:
+        where, recorded, recomputed = diff
+        raise AfpbenchError(
+            f"{results_path}: {where} is {json.dumps(recorded)} in the file but {json.dumps(recomputed)} recomputed from its predictions; "
+            f"the file was edited or written by another afpbench version: {fix}."
+        )
+    return predictions, metrics
 
 
 def _profile_obj(name: str | None) -> Any:
@@ -150,16 +276,17 @@ def build_leaderboard(loaded: list[_Loaded], profile: str | None = None, reporte
     n_profile = len(sets)
     for item in loaded:
         r = item.results
-        per_set = {n: m.accuracy for n, m in r.metrics.per_set.items()}
-        pairs = {p.fake: {k: getattr(p, k) for k in _PAIR_KEYS} for p in r.metrics.pairs}
-        aucs = [p.auc.value for p in r.metrics.pairs if p.auc.value is not None]
+        m = item.metrics if item.metrics is not None else r.metrics  # recomputed by load_checked
+        per_set = {n: s.accuracy for n, s in m.per_set.items()}
+        pairs = {p.fake: {k: getattr(p, k) for k in _PAIR_KEYS} for p in m.pairs}
+        aucs = [p.auc.value for p in m.pairs if p.auc.value is not None]
         name = r.detector.full_name
         if len(per_set) < n_profile:
             notes.append(f"{name}{'@' + r.perturbation.name if r.perturbation else ''}: evaluated on {len(per_set)} of {n_profile} sets; its averages cover those sets only.")
         entries.append(
             LeaderboardEntry(
                 detector=name, source="measured", perturbation=r.perturbation.name if r.perturbation else None,
-                per_set=per_set, average_all=r.metrics.averages.all, average_held_out=r.metrics.averages.held_out,
+                per_set=per_set, average_all=m.averages.all, average_held_out=m.averages.held_out,
                 families=_families(per_set, sets), pairs=pairs, mean_auc=float(np.mean(aucs)) if aucs else None,
                 threshold=f"{r.threshold.kind} {r.threshold.value:g}", weights_sha256=r.detector.weights_sha256,
                 results_file=str(item.path), results_sha256=item.sha256, images_per_second=r.run.images_per_second,
@@ -203,12 +330,9 @@ def _roc_inputs(item: _Loaded) -> tuple[np.ndarray, np.ndarray] | None:
     for d in r.datasets:
         if d.name not in members:
             continue
-        path = item.path.parent / d.predictions.path
-        if not path.is_file():
+        p = item.predictions.get(d.name)
+        if p is None:  # only for a _Loaded that did not go through load_checked
             return None
-        if sha256_file(path) != d.predictions.sha256:
-            raise AfpbenchError(f"{path} changed since {item.path} was written (sha256 differs); evaluate again or restore the file.")
-        p = read_predictions(path)
         ys.append(p.labels)
         ss.append(p.scores)
     y, s = np.concatenate(ys), np.concatenate(ss)

@@ -20,10 +20,10 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Annotated, Any, Literal, Mapping, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from afpbench.errors import AfpbenchError
 
@@ -35,16 +35,38 @@ SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinities are refused everywhere: a number that is not finite is never a
+    # result (Python's json module would otherwise read NaN/Infinity literals).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+#: Every metric is a fraction (tables multiply by 100): accuracies, AUC, AP, EER, TPRs.
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Count = Annotated[int, Field(ge=0)]
+_SHA256 = r"^[0-9a-f]{64}$"
+
+
+def _relative_inside(value: str) -> str:
+    """A path recorded in a results file, opened relative to it: it must stay inside."""
+    parts = value.replace("\\", "/").split("/")
+    if not value or value.startswith(("/", "\\")) or ":" in parts[0] or any(x in ("", ".", "..") for x in parts):
+        raise ValueError("must be a relative path inside the results folder (no '..', not absolute)")
+    return value
 
 
 # -- shared pieces ------------------------------------------------------------------------
 class Metric(_Model):
     """A number with its bootstrap confidence interval (fractions in [0, 1] for rates)."""
 
-    value: float | None = Field(description="Point estimate on the evaluated images (null when undefined).")
-    ci_low: float | None = Field(None, description="Lower end of the bootstrap confidence interval.")
-    ci_high: float | None = Field(None, description="Upper end of the bootstrap confidence interval.")
+    value: Fraction | None = Field(description="Point estimate on the evaluated images (null when undefined).")
+    ci_low: Fraction | None = Field(None, description="Lower end of the bootstrap confidence interval.")
+    ci_high: Fraction | None = Field(None, description="Upper end of the bootstrap confidence interval.")
+
+    @model_validator(mode="after")
+    def _ordered_interval(self) -> Metric:
+        if self.ci_low is not None and self.ci_high is not None and self.ci_low > self.ci_high:
+            raise ValueError(f"ci_low {self.ci_low} is above ci_high {self.ci_high}")
+        return self
 
     @classmethod
     def of(cls, est: Any) -> "Metric | None":
@@ -53,7 +75,11 @@ class Metric(_Model):
             return None
 
         def clean(x: float) -> float | None:
-            return None if x is None or not math.isfinite(x) else float(x)
+            if x is None or not math.isfinite(x):
+                return None
+            # Sums of float steps (AUC, AP) may land an ulp outside [0, 1]: that is
+            # rounding, not a value the schema should refuse.
+            return min(max(float(x), 0.0), 1.0) if -1e-9 < x < 1.0 + 1e-9 else float(x)
 
         return cls(value=clean(est.value), ci_low=clean(est.ci_low), ci_high=clean(est.ci_high))
 
@@ -114,17 +140,22 @@ class ThresholdPolicy(_Model):
 class BootstrapInfo(_Model):
     """Settings of the bootstrap confidence intervals."""
 
-    n_resamples: int = Field(description="Number of bootstrap resamples.")
+    n_resamples: int = Field(ge=1, description="Number of bootstrap resamples.")
     seed: int = Field(description="Seed of the resampling streams.")
-    confidence: float = Field(description="Confidence level of the intervals (0.95 = 95%).")
+    confidence: float = Field(gt=0.0, lt=1.0, description="Confidence level of the intervals (0.95 = 95%).")
 
 
 class PredictionsFileInfo(_Model):
     """A per-image predictions file (parquet: id, label, score, pred)."""
 
     path: str = Field(description="Path relative to the results file.")
-    sha256: str = Field(description="sha256 of the file's bytes.")
-    rows: int = Field(description="Number of predictions in the file.")
+    sha256: str = Field(pattern=_SHA256, description="sha256 of the file's bytes.")
+    rows: Count = Field(description="Number of predictions in the file.")
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        return _relative_inside(value)
 
 
 class DatasetInfo(_Model):
@@ -137,9 +168,17 @@ class DatasetInfo(_Model):
     recipe_name: str | None = Field(None, description="Recipe the set was built from.")
     recipe_version: int | None = Field(None, description="Recipe version the set was built from.")
     fingerprint: str = Field(description="Dataset fingerprint from its manifest.")
-    rows_total: int = Field(description="Rows in the dataset.")
-    rows_evaluated: int = Field(description="Rows evaluated (less than rows_total only with --limit).")
+    rows_total: Count = Field(description="Rows in the dataset.")
+    rows_evaluated: Count = Field(description="Rows evaluated (less than rows_total only with --limit).")
     predictions: PredictionsFileInfo = Field(description="The per-image predictions of this set.")
+
+    @model_validator(mode="after")
+    def _rows(self) -> DatasetInfo:
+        if self.rows_evaluated > self.rows_total:
+            raise ValueError(f"rows_evaluated {self.rows_evaluated} exceeds rows_total {self.rows_total}")
+        if self.predictions.rows != self.rows_evaluated:
+            raise ValueError(f"the predictions file holds {self.predictions.rows} rows, rows_evaluated says {self.rows_evaluated}")
+        return self
 
 
 class RunInfo(_Model):
@@ -147,27 +186,32 @@ class RunInfo(_Model):
 
     device: str = Field(description="torch device the detector ran on.")
     dtype: str | None = Field(None, description="Compute dtype requested for the detector (null = its default).")
-    batch_size: int = Field(description="Images per batch.")
-    num_processes: int = Field(description="Processes the rows were sharded across (accelerate / torchrun).")
-    num_workers: int = Field(description="DataLoader workers decoding and preprocessing images, per process.")
+    batch_size: int = Field(ge=1, description="Images per batch.")
+    num_processes: int = Field(ge=1, description="Processes the rows were sharded across (accelerate / torchrun).")
+    num_workers: Count = Field(description="DataLoader workers decoding and preprocessing images, per process.")
     torch_threads: int | None = Field(None, description="torch intra-op threads the main process scored with (CPU: cores left by the workers).")
     detectors_in_pass: int = Field(description="Detectors scored in the same pass over the images (they share decoding).")
     limit: int | None = Field(None, description="--limit: rows per set evaluated; results with a limit cannot be published.")
-    rows_scored: int = Field(description="Images scored in this run (rows already cached are not counted).")
-    rows_per_process: list[int] = Field(default_factory=list, description="Images scored by each process, by process index (the shard sizes).")
-    rows_cached: int = Field(description="Images whose predictions came from the resume cache.")
-    wall_seconds: float = Field(description="Wall time of the scoring pass (all detectors of the pass).")
-    images_per_second: float | None = Field(None, description="rows_scored / wall_seconds, end to end (read, decode, preprocess, score, write), all processes.")
-    score_seconds: float = Field(description="Seconds spent inside this detector's score() (summed over processes).")
-    peak_rss_bytes: int | None = Field(None, description="Peak resident memory of the main evaluation process.")
-    peak_gpu_memory_bytes: int | None = Field(None, description="Peak GPU memory allocated by torch (null on CPU).")
+    rows_scored: Count = Field(description="Images scored in this run (rows already cached are not counted).")
+    rows_per_process: list[Count] = Field(default_factory=list, description="Images scored by each process, by process index (the shard sizes).")
+    rows_cached: Count = Field(description="Images whose predictions came from the resume cache.")
+    wall_seconds: float = Field(ge=0.0, description="Wall time of the scoring pass (all detectors of the pass).")
+    images_per_second: float | None = Field(None, ge=0.0, description="rows_scored / wall_seconds, end to end (read, decode, preprocess, score, write), all processes.")
+    score_seconds: float = Field(ge=0.0, description="Seconds spent inside this detector's score() (summed over processes).")
+    peak_rss_bytes: Count | None = Field(None, description="Peak resident memory of the main evaluation process.")
+    peak_gpu_memory_bytes: Count | None = Field(None, description="Peak GPU memory allocated by torch (null on CPU).")
+    evaluation_id: str | None = Field(None, description="Id of the evaluate call that wrote this file; each of its predictions files records the same id (null in files written before ids were recorded).")
+    verify_seconds: float | None = Field(
+        None, ge=0.0,
+        description="Seconds spent checking the sets against their manifests before scoring: the content fingerprint, row total and label counts recomputed from every row (with --limit: the sha256 of the shards read).",
+    )
 
 
 class SetMetrics(_Model):
     """The paper's per-set accuracy."""
 
     label: Literal["real", "fake", "mixed"] = Field(description="Class of the set.")
-    n: int = Field(description="Images evaluated.")
+    n: Count = Field(description="Images evaluated.")
     accuracy: Metric = Field(description="Fraction of images predicted as their label (real sets: called real; fake sets: called fake).")
 
 
@@ -176,8 +220,8 @@ class Averages(_Model):
 
     all: Metric | None = Field(description="Plain mean over every evaluated test set.")
     held_out: Metric | None = Field(description="Plain mean over the held-out sets (null when none).")
-    n_sets: int = Field(description="Sets in the 'all' mean.")
-    n_held_out: int = Field(description="Sets in the 'held_out' mean.")
+    n_sets: Count = Field(description="Sets in the 'all' mean.")
+    n_held_out: Count = Field(description="Sets in the 'held_out' mean.")
 
 
 class PairResult(_Model):
@@ -185,8 +229,8 @@ class PairResult(_Model):
 
     fake: str = Field(description="The fake set (or a mixed set scored on its own).")
     real: list[str] = Field(description="The real sets pooled against it (empty for a mixed set scored on its own).")
-    n_fake: int = Field(description="Fake images in the pair.")
-    n_real: int = Field(description="Real images in the pair.")
+    n_fake: Count = Field(description="Fake images in the pair.")
+    n_real: Count = Field(description="Real images in the pair.")
     auc: Metric = Field(description="Area under the ROC curve (fake = positive).")
     ap: Metric = Field(description="Average precision (fake = positive).")
     eer: Metric = Field(description="Equal error rate (lower is better).")
@@ -254,15 +298,15 @@ class LeaderboardEntry(_Model):
     per_set: dict[str, Metric] = Field(description="Per-set accuracy (fraction), keyed by set name.")
     average_all: Metric | None = Field(description="Mean accuracy over all sets of the profile.")
     average_held_out: Metric | None = Field(description="Mean accuracy over the held-out sets.")
-    families: dict[str, float] = Field(default_factory=dict, description="Mean accuracy per family of sets.")
+    families: dict[str, Fraction] = Field(default_factory=dict, description="Mean accuracy per family of sets.")
     pairs: dict[str, dict[str, Metric]] = Field(default_factory=dict, description="Threshold-free metrics per fake set (measured entries only).")
-    mean_auc: float | None = Field(None, description="Mean pair AUC over fake sets (measured entries only).")
+    mean_auc: Fraction | None = Field(None, description="Mean pair AUC over fake sets (measured entries only).")
     threshold: str | None = Field(None, description="Threshold policy (kind and value) of a measured entry.")
     weights_sha256: str | None = Field(None, description="Weights hash of a measured entry.")
     results_file: str | None = Field(None, description="Results file of a measured entry (as given).")
     results_sha256: str | None = Field(None, description="sha256 of that results file.")
-    images_per_second: float | None = Field(None, description="Throughput of the measured run.")
-    n_sets: int = Field(description="Sets this entry has a number for (fewer than the columns when partial).")
+    images_per_second: float | None = Field(None, ge=0.0, description="Throughput of the measured run.")
+    n_sets: Count = Field(description="Sets this entry has a number for (fewer than the columns when partial).")
 
 
 class Leaderboard(_Model):
@@ -309,12 +353,13 @@ def _read_json(path: Path, what: str) -> Any:
     if not path.is_file():
         raise AfpbenchError(f"No {what} file at {path}; pass the path of a {what} JSON written by afpbench.")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise AfpbenchError(f"{path} is not a {what} file (not JSON text); pass the {what} JSON written by afpbench.") from None
     except json.JSONDecodeError as exc:
         raise AfpbenchError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); regenerate it with afpbench.") from None
-    except UnicodeDecodeError:
-        # A binary file (a parquet, an image) given where a JSON file belongs.
-        raise AfpbenchError(f"{path} is not a {what} JSON file (it is binary); pass the {what}.json written by afpbench.") from None
+    except OSError as exc:
+        raise AfpbenchError(f"{path} cannot be read ({exc.strerror or exc}); check its permissions.") from None
 
 
 def load_results(path: str | Path) -> ResultsFile:
@@ -422,8 +467,17 @@ def read_predictions(path: str | Path) -> Predictions:
     missing = {"id", "label", "score", "pred"} - set(table.column_names)
     if raw is None or missing:
         raise AfpbenchError(f"{path} is not an afpbench predictions file (no metadata or missing columns); pass files written by afpbench evaluate.")
-    meta = json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise AfpbenchError(f"{path} has unreadable afpbench metadata (not JSON); evaluate again to rewrite it.") from None
     _check_version(meta, path, "predictions")
+    if not isinstance(meta.get("dataset"), str):
+        raise AfpbenchError(f"{path} does not name its set in its afpbench metadata; evaluate again to rewrite it.")
+    kinds = {"id": pa.types.is_string, "label": pa.types.is_integer, "score": pa.types.is_floating, "pred": pa.types.is_integer}
+    for col, ok in kinds.items():
+        if not ok(table.schema.field(col).type) or table.column(col).null_count:
+            raise AfpbenchError(f"{path}: column '{col}' has type {table.schema.field(col).type} or empty cells; evaluate again to rewrite the file.")
     return Predictions(
         ids=table.column("id").to_pylist(),
         labels=table.column("label").to_numpy().astype(np.int8),
@@ -431,6 +485,13 @@ def read_predictions(path: str | Path) -> Predictions:
         preds=table.column("pred").to_numpy().astype(np.int8),
         meta=meta,
     )
+
+
+def predict(scores: Sequence[float] | np.ndarray, threshold: float) -> np.ndarray:
+    """Predictions from P(fake) scores: 1 (fake) where ``score > threshold`` (a tie is real, as
+    the authors' rule decides it), the rule every results file's threshold policy records
+    (evaluate applies it, the leaderboard checks it)."""
+    return (np.asarray(scores, dtype=np.float64) > threshold).astype(np.int8)
 
 
 def label_name(labels: np.ndarray) -> str:
