@@ -192,7 +192,7 @@ def _recompute(job: tuple[Path, ResultsFile]) -> tuple[dict[str, Predictions], M
         elif label_name(p.labels) != d.label:
             problem = f"holds {label_name(p.labels)} labels, the results file says {d.label}"
         elif not np.array_equal(p.preds, predict(p.scores, r.threshold.value)):
-            problem = f"holds predictions that do not follow the recorded threshold ({r.threshold.kind} {r.threshold.value:g}, pred = score >= threshold)"
+            problem = f"holds predictions that do not follow the recorded threshold ({r.threshold.kind} {r.threshold.value:g}, pred = score > threshold)"
         if problem:
             raise AfpbenchError(f"{path} {problem}; {fix}.")
         predictions[d.name] = p
