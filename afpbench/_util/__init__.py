@@ -1,0 +1,1 @@
+"""Small shared helpers of the library: output locks and atomic file replacement."""
