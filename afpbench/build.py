@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from afpbench._util.locking import check_output_dir, lock_scope
 from afpbench.errors import AfpbenchError, DatasetError
 from afpbench.generate.base import BuildConfig, Output, WorkItem
 
@@ -76,6 +77,14 @@ class _Processes:
             return list(seq)
         with self.state.split_between_processes(list(seq)) as part:
             return list(part)
+
+    def broadcast(self, obj: Any) -> Any:
+        """``obj`` of the main process, on every process."""
+        if self.world == 1:
+            return obj
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([obj], from_process=0)[0]
 
     def barrier(self) -> None:
         if self.state is not None:
@@ -116,6 +125,23 @@ def _already_built(final: Path, key: dict[str, Any]) -> bool:
         return True
     except (ValueError, OSError, DatasetError):
         return False
+
+
+def _lock_set(out: Path, name: str, procs: _Processes) -> None:
+    """Refuse a second build or import of this set into this folder while one runs.
+
+    The main process takes the set's lock (the same one ``import`` takes), so the
+    processes of one distributed build never lock each other out; then it undoes what a
+    killed run may have left (see ``dataset.recover_interrupted``).
+    """
+    from afpbench._util.locking import ensure_output_dir, hold, lock_path
+    from afpbench.dataset import recover_interrupted
+
+    if procs.main:
+        ensure_output_dir(out)
+    hold(lock_path(out, name), out / name, main=procs.main, share=procs.broadcast if procs.world > 1 else None)
+    if procs.main:
+        recover_interrupted(out, name)
 
 
 def _check_partial(out: Path, name: str, key: dict[str, Any]) -> None:
@@ -247,6 +273,7 @@ def _generate(backend, batches: list[list[WorkItem]], sink: _Sink) -> None:
 
 
 # -- entry point ----------------------------------------------------------------------
+@lock_scope
 def build(recipe_name: str, config: BuildConfig | None = None) -> Path:
     """Build (or resume, or find already built) the set ``recipe_name``; return its folder."""
     from afpbench.catalog import get_generator, get_recipe
@@ -265,6 +292,7 @@ def build(recipe_name: str, config: BuildConfig | None = None) -> Path:
     name = config.name or recipe.name
     if not _NAME.match(name):
         raise AfpbenchError(f"--name '{name}' is not a plain folder name; use letters, digits, '_', '-' or '.'.")
+    check_output_dir(Path(config.out).expanduser())  # a file or unwritable --out fails before any work
     count = recipe.count.value if config.count is None else int(config.count)
     seed = recipe.seed if config.seed is None else int(config.seed)
     config.count, config.seed = count, seed
@@ -293,6 +321,7 @@ def build(recipe_name: str, config: BuildConfig | None = None) -> Path:
         _log(config, procs, f"{final} is already built with these parameters; nothing to do.")
         procs.close()
         return final
+    _lock_set(out, name, procs)
     _check_partial(out, name, key)
 
     backend = BACKENDS.get(backend_name)(recipe, card, config)

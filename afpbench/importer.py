@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator
 
+from afpbench._util.locking import lock_scope
 from afpbench.dataset import DatasetWriter, WriterOptions, encode_png, make_row, to_rgb
 from afpbench.errors import AfpbenchError
 from afpbench.sources.images import IMAGE_EXTENSIONS
@@ -247,11 +248,13 @@ def _row_id(name: str, relpath: str) -> str:
     return f"{name}/{stem}"
 
 
+@lock_scope
 def import_set(cfg: ImportConfig, files: list[InputFile] | None = None) -> ImportSummary:
     """Import ``cfg.source`` (or the given ``files``) as the set ``cfg.name``."""
     assert cfg.name
     label, family, info = _label_of(cfg.name, cfg.label)
     own_scratch = files is None
+    _lock_output(cfg, cfg.name, scratch=own_scratch)
     if files is None:
         files = list(iter_inputs(cfg.source, _scratch(cfg)))
     if not files:
@@ -342,6 +345,23 @@ def import_set(cfg: ImportConfig, files: list[InputFile] | None = None) -> Impor
     return ImportSummary(cfg.name, cfg.out / cfg.name, manifest["num_rows"], conv, len(manifest["rejects"]), dict(reasons))
 
 
+def _lock_output(cfg: ImportConfig, name: str | None, scratch: bool) -> None:
+    """Refuse a second import (or build) of the set into this ``--out`` while one runs.
+
+    The set's lock is the one ``build`` takes; the archive's unpacking folder has its own,
+    since imports of different sets from one archive share it.
+    """
+    from afpbench._util.locking import ensure_output_dir, hold, lock_path
+    from afpbench.dataset import recover_interrupted
+
+    ensure_output_dir(cfg.out)
+    if name:
+        hold(lock_path(cfg.out, name), cfg.out / name)
+        recover_interrupted(cfg.out, name)
+    if scratch and cfg.source.is_file():  # an archive: it may be unpacked into the scratch folder
+        hold(lock_path(cfg.out, _scratch(cfg).name), _scratch(cfg))
+
+
 def _scratch(cfg: ImportConfig) -> Path:
     return cfg.out / ".afpbench-partial" / f"extract-{cfg.source.name}"
 
@@ -384,7 +404,9 @@ def split_archive(files: list[InputFile]) -> tuple[dict[str, list[InputFile]], l
     return groups, unknown
 
 
+@lock_scope
 def import_archive(cfg: ImportConfig) -> list[ImportSummary]:
+    _lock_output(cfg, None, scratch=True)
     files = list(iter_inputs(cfg.source, _scratch(cfg)))
     groups, unknown = split_archive(files)
     if not groups:
