@@ -7,8 +7,11 @@ through ``AFPBENCH_<COMMAND>_<OPTION>`` environment variables (click's auto_envv
 
 from __future__ import annotations
 
+import errno
 import importlib
+import signal
 import sys
+import threading
 
 import click
 
@@ -63,16 +66,81 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
+    restore_sigterm = _stop_on_sigterm()
     try:
         cli.main(args=argv, prog_name="afpbench", standalone_mode=False)
     except AfpbenchError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, Terminated):
+            click.echo("error: stopped by SIGTERM; the work done so far is kept: run the same command again to resume.", err=True)
+            sys.exit(TERMINATED_EXIT_CODE)
         click.echo("aborted", err=True)
         sys.exit(130)
+    except OSError as exc:
+        message = _os_error_message(exc)
+        if message is None:
+            raise
+        click.echo(f"error: {message}", err=True)
+        sys.exit(2)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    finally:
+        restore_sigterm()
+
+
+# -- SIGTERM: stop like Ctrl-C -----------------------------------------------------------------
+#: 128 + SIGTERM, what a shell reports for a process ended by SIGTERM (Ctrl-C gives 130).
+TERMINATED_EXIT_CODE = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread by SIGTERM (``timeout``, Slurm preemption, ``docker stop``).
+
+    A KeyboardInterrupt, so every path that keeps work on Ctrl-C keeps it on SIGTERM too:
+    the evaluation cache and the dataset parts are flushed, the output lock is released,
+    and the next run resumes. DataLoader workers, which inherit the handler, end quietly.
+    """
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # A second SIGTERM must not cut the flush short; SIGKILL still ends the process.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
+def _stop_on_sigterm():
+    """Install the SIGTERM handler for this command; return what restores the previous one."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+# -- OS errors: one line naming the fix --------------------------------------------------------
+_OS_ERRORS = {
+    errno.ENOSPC: ("no space left on the device", "free some space or pass --out on another disk, then run the same command again (finished work is kept)"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or pass --out on another disk, then run the same command again (finished work is kept)"),
+    errno.EFBIG: ("file too large for the file-size limit", "raise the limit (ulimit -f) or pass --out on another disk, then run the same command again"),
+    errno.EROFS: ("read-only file system", "pass --out on a writable disk"),
+    errno.EACCES: ("permission denied", "fix the permissions, or pass a path you can read (inputs) or write (--out)"),
+    errno.EPERM: ("operation not permitted", "fix the permissions, or pass a path you can read (inputs) or write (--out)"),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "pass a folder path"),
+    errno.EEXIST: ("already exists", "remove it or pass another path"),
+    errno.EISDIR: ("is a folder, not a file", "pass a file path"),
+}
+
+
+def _os_error_message(exc: OSError) -> str | None:
+    """One line for an environment error (disk full, read-only, permissions); None for others."""
+    known = _OS_ERRORS.get(exc.errno) if exc.errno is not None else None
+    if known is None:
+        return None
+    what, fix = known
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    where = f" ({' -> '.join(paths)})" if paths else ""
+    return f"{what}{where}; {fix}."
