@@ -698,7 +698,7 @@ def _lock_jobs(cfg: EvalConfig, state: Any, jobs: list[_Job]) -> None:
     if state.is_main_process:
         ensure_output_dir(cfg.out)
     share = (lambda obj: _broadcast(state, obj)) if state.distributed else None
-    for job in sorted(jobs, key=lambda j: j.name):  # one order for every run: no deadlock
+    for job in sorted(jobs, key=lambda j: j.name):  # a fixed order: overlapping runs are refused alike
         hold(lock_path(cfg.out, job.name), job.folder, main=state.is_main_process, share=share)
     if state.is_main_process:
         for job in jobs:

@@ -432,6 +432,47 @@ def test_lock_names_its_holder_and_dies_with_it(tmp_path):
     OutputLock(path).acquire().release()  # the scope released it on the way out
 
 
+# -- what a killed run leaves behind ------------------------------------------------------------
+def test_leftovers_of_killed_runs_are_cleared_and_a_half_swapped_set_comes_back(photos, data, tmp_path, capsys):
+    from afpbench.dataset import PARTIAL_DIR, _swap_in, recover_interrupted
+
+    out = tmp_path / "out"
+    write_images(out, "older", _crops(photos, 4, 2), 0)
+    before = _snapshot(out / "older")
+    # A rename that fails half-way through a swap puts the old folder back.
+    with pytest.raises(FileNotFoundError):
+        _swap_in(out / ".older.tmp-1", out / "older")
+    assert _snapshot(out / "older") == before
+    # Killed between the two renames of a swap (old folder moved aside, new one not yet in),
+    # with a half-written new folder and a half-written part lying around.
+    os.replace(out / "older", out / ".older.old-1")
+    (out / ".older.tmp-1" / "data").mkdir(parents=True)
+    (out / ".older.tmp-1" / "data" / "test-00000-of-00001.parquet").write_bytes(b"PAR1")
+    (out / PARTIAL_DIR / "older" / "parts").mkdir(parents=True)
+    (out / PARTIAL_DIR / "older" / "parts" / ".part-r000-000000.arrow.tmp-1").write_bytes(b"ARR")
+    recover_interrupted(out, "older")
+    assert _snapshot(out / "older") == before and verify(out / "older").ok
+    assert _leftovers(out) == []
+
+    # evaluate clears the temporaries of a killed run in its results folder.
+    res = tmp_path / "res"
+    evaluate(_eval_cfg(data, res, "random"))
+    final, scores = _snapshot(res), _scores(res / "random")
+    for junk in ("random/predictions/.reals.parquet.new-1", "random/.results.json.new-1", "random/cache/reals-0/.part-r000-x.parquet.tmp-1"):
+        (res / junk).parent.mkdir(parents=True, exist_ok=True)
+        (res / junk).write_bytes(b"half")
+    evaluate(_eval_cfg(data, res, "random"))
+    assert _leftovers(res) == [] and _scores(res / "random") == scores
+    assert {k for k in _snapshot(res) if "/cache/" not in k} == set(final)
+
+    # leaderboard clears the staging folder of a killed run.
+    site = tmp_path / "site"
+    (site / ".site.tmp-1").mkdir(parents=True)
+    (site / ".site.tmp-1" / "accuracy_per_set.png").write_bytes(b"")
+    assert _main(["leaderboard", str(res / "random"), "--out", str(site)], capsys)[0] == 0
+    assert _leftovers(site) == [] and (site / "accuracy_per_set.png").stat().st_size > 0
+
+
 # -- disk full -----------------------------------------------------------------------------------
 class _Disk:
     """A small disk that can be filled up.
