@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
 import signal
 import sys
 import threading
+from typing import NoReturn
 
 import click
 
@@ -73,16 +75,9 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort as exc:
-        if isinstance(exc.__cause__, Terminated):
-            click.echo("error: stopped by SIGTERM; the work done so far is kept: run the same command again to resume.", err=True)
-            sys.exit(TERMINATED_EXIT_CODE)
-        click.echo("aborted", err=True)
-        sys.exit(130)
+        _aborted(exc.__cause__)
     except OSError as exc:
-        message = _os_error_message(exc)
-        if message is None:
-            raise
-        click.echo(f"error: {message}", err=True)
+        click.echo(f"error: {_os_error_message(exc)}", err=True)
         sys.exit(2)
     except click.ClickException as exc:
         exc.show()
@@ -113,6 +108,15 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+def _aborted(cause: BaseException | None) -> NoReturn:
+    """Ctrl-C: "aborted", exit 130; SIGTERM: one line saying how to resume, exit 143."""
+    if isinstance(cause, Terminated):
+        click.echo("error: stopped by SIGTERM; the work done so far is kept: run the same command again to resume.", err=True)
+        sys.exit(TERMINATED_EXIT_CODE)
+    click.echo("aborted", err=True)
+    sys.exit(130)
+
+
 def _stop_on_sigterm():
     """Install the SIGTERM handler for this command; return what restores the previous one."""
     if threading.current_thread() is not threading.main_thread():
@@ -122,25 +126,23 @@ def _stop_on_sigterm():
 
 
 # -- OS errors: one line naming the fix --------------------------------------------------------
-_OS_ERRORS = {
-    errno.ENOSPC: ("no space left on the device", "free some space or pass --out on another disk, then run the same command again (finished work is kept)"),
-    errno.EDQUOT: ("disk quota exceeded", "free some space or pass --out on another disk, then run the same command again (finished work is kept)"),
-    errno.EFBIG: ("file too large for the file-size limit", "raise the limit (ulimit -f) or pass --out on another disk, then run the same command again"),
-    errno.EROFS: ("read-only file system", "pass --out on a writable disk"),
-    errno.EACCES: ("permission denied", "fix the permissions, or pass a path you can read (inputs) or write (--out)"),
-    errno.EPERM: ("operation not permitted", "fix the permissions, or pass a path you can read (inputs) or write (--out)"),
-    errno.ENOTDIR: ("a part of the path is a file, not a folder", "pass a folder path"),
-    errno.EEXIST: ("already exists", "remove it or pass another path"),
-    errno.EISDIR: ("is a folder, not a file", "pass a file path"),
-}
-
-
-def _os_error_message(exc: OSError) -> str | None:
-    """One line for an environment error (disk full, read-only, permissions); None for others."""
-    known = _OS_ERRORS.get(exc.errno) if exc.errno is not None else None
-    if known is None:
-        return None
-    what, fix = known
-    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
-    where = f" ({' -> '.join(paths)})" if paths else ""
-    return f"{what}{where}; {fix}."
+def _os_error_message(exc: OSError) -> str:
+    """One line for an OS error (disk full, file-size limit, read-only, permissions, paths)."""
+    where = f" '{exc.filename}'" if exc.filename else ""
+    fixes = {
+        errno.ENOSPC: "free some space or write to another disk (--out)",
+        errno.EDQUOT: "free some space or write to another disk (--out)",
+        errno.EFBIG: "raise the file-size limit (ulimit -f) or write to another disk (--out)",
+        errno.EACCES: "check the permissions or choose another path",
+        errno.EPERM: "check the permissions or choose another path",
+        errno.EROFS: "write to a writable folder (--out)",
+        errno.ENOENT: "check the path",
+        errno.ENOTDIR: "a folder was expected there",
+        errno.EISDIR: "a file was expected there, not a folder",
+        errno.EEXIST: "a file is in the way; choose another path",
+    }
+    if exc.errno in fixes:
+        return f"{exc.strerror or os.strerror(exc.errno)}:{where}; {fixes[exc.errno]}."
+    if exc.errno is not None and exc.strerror:
+        return f"{exc.strerror}:{where}."
+    return str(exc) or type(exc).__name__
