@@ -49,6 +49,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from afpbench._util.locking import check_output_dir, lock_scope
 from afpbench.errors import AfpbenchError, DatasetError
 from afpbench.generate.base import BuildConfig, Output, WorkItem
 
@@ -86,6 +87,14 @@ class _Processes:
             return list(seq)
         with self.state.split_between_processes(list(seq)) as part:
             return list(part)
+
+    def broadcast(self, obj: Any) -> Any:
+        """``obj`` of the main process, on every process."""
+        if self.world == 1:
+            return obj
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([obj], from_process=0)[0]
 
     def barrier(self) -> None:
         if self.state is not None:
@@ -243,6 +252,23 @@ def _describe(recipe, card, standin: dict[str, Any] | None, overrides: dict[str,
     return "; ".join(what) + f". These are not the recipe's images; the recipe describes the real set as: {recipe.description}"
 
 
+def _lock_set(out: Path, name: str, procs: _Processes) -> None:
+    """Refuse a second build or import of this set into this folder while one runs.
+
+    The main process takes the set's lock (the same one ``import`` takes), so the
+    processes of one distributed build never lock each other out; then it undoes what a
+    killed run may have left (see ``dataset.recover_interrupted``).
+    """
+    from afpbench._util.locking import ensure_output_dir, hold, lock_path
+    from afpbench.dataset import recover_interrupted
+
+    if procs.main:
+        ensure_output_dir(out)
+    hold(lock_path(out, name), out / name, main=procs.main, share=procs.broadcast if procs.world > 1 else None)
+    if procs.main:
+        recover_interrupted(out, name)
+
+
 def _check_partial(out: Path, name: str, key: dict[str, Any]) -> None:
     """Refuse, before loading any model, a partial build that was made with other parameters."""
     from afpbench.dataset import PARTIAL_DIR
@@ -372,6 +398,7 @@ def _generate(backend, batches: list[list[WorkItem]], sink: _Sink) -> None:
 
 
 # -- entry point ----------------------------------------------------------------------
+@lock_scope
 def build(recipe_name: str, config: BuildConfig | None = None, *, overwrite: bool = False) -> Path:
     """Build (or resume, or find already built) the set ``recipe_name``; return its folder.
 
@@ -393,6 +420,7 @@ def build(recipe_name: str, config: BuildConfig | None = None, *, overwrite: boo
     from afpbench.dataset import check_set_name
 
     name = check_set_name(config.name or recipe.name, "--name")
+    check_output_dir(Path(config.out).expanduser())  # a file or unwritable --out fails before any work
     count = recipe.count.value if config.count is None else int(config.count)
     seed = recipe.seed if config.seed is None else int(config.seed)
     config.count, config.seed = count, seed
@@ -420,6 +448,7 @@ def build(recipe_name: str, config: BuildConfig | None = None, *, overwrite: boo
         _log(config, procs, f"{final} is already built with these parameters; nothing to do.")
         procs.close()
         return final
+    _lock_set(out, name, procs)
     same_build = _check_target(final, key, overwrite)
     _check_partial(out, name, key)
 

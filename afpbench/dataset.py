@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from afpbench import LABEL_NAMES, __version__
+from afpbench._util.io import atomic_write_text
 from afpbench.errors import DatasetError
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -335,12 +336,6 @@ def library_versions() -> dict[str, str | None]:
 
 
 # -- atomic file helpers --------------------------------------------------------------
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -462,12 +457,13 @@ class DatasetWriter:
         stem = f"part-r{self.opts.rank:03d}-{self._seq:06d}"
         parts = self.partial_dir / "parts"
         if self._rows:
-            tmp = parts / f".{stem}.tmp"
-            with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, _part_schema()) as w:
-                for lo, hi in _runs([len(r["image"]["bytes"]) for r in self._rows], PART_BATCH_BYTES):
-                    w.write_batch(_rows_to_batch(self._rows[lo:hi], self._indices[lo:hi]))
-                    _release_arrow_memory()
-            os.replace(tmp, parts / f"{stem}.arrow")
+            from afpbench._util.io import replacing
+
+            with replacing(parts / f"{stem}.arrow") as tmp:
+                with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, _part_schema()) as w:
+                    for lo, hi in _runs([len(r["image"]["bytes"]) for r in self._rows], PART_BATCH_BYTES):
+                        w.write_batch(_rows_to_batch(self._rows[lo:hi], self._indices[lo:hi]))
+                        _release_arrow_memory()
             if self._done is not None:
                 self._done.update(r["id"] for r in self._rows)
         if self._rejects:
@@ -491,7 +487,25 @@ class DatasetWriter:
         with the same content (fingerprint), or ``options.overwrite`` is set; otherwise a
         DatasetError is raised and the partial build is kept, so a re-run with
         ``--overwrite`` finishes without redoing any row.
+
+        The new folder is written in full beside the old one and swapped in: when writing
+        fails (disk full, Ctrl-C) the half-written folder is removed, the previous dataset
+        is untouched and the parts stay, so running again finishes the job.
         """
+        try:
+            return self._finalize(card=card, extra_manifest=extra_manifest)
+        except BaseException:
+            from afpbench._util.io import remove
+
+            remove(self._tmp_dir())
+            raise
+
+    def _tmp_dir(self) -> Path:
+        return self.out_dir / f".{self.name}.tmp-{os.getpid()}"
+
+    def _finalize(self, *, card: str | None, extra_manifest: dict[str, Any] | None) -> dict[str, Any]:
+        import pyarrow.compute  # noqa: F401  (pa.compute below; a submodule is not imported with pyarrow)
+
         self.flush()
         if not self.opts.overwrite and existing_target(self.final_dir)[0] == "other":
             raise self._refusal("files that are not an afpbench dataset")
@@ -561,7 +575,7 @@ class DatasetWriter:
         # Cut shards by size, in final row order.
         groups = [keep[lo:hi] for lo, hi in _runs([sizes[pos] for pos in keep], self.opts.shard_bytes)]
 
-        tmp_dir = self.out_dir / f".{self.name}.tmp-{os.getpid()}"
+        tmp_dir = self._tmp_dir()
         shutil.rmtree(tmp_dir, ignore_errors=True)
         (tmp_dir / "data").mkdir(parents=True)
         fp = _Fingerprint()
@@ -648,11 +662,20 @@ def existing_target(final: Path) -> tuple[str, dict[str, Any] | None]:
 
 
 def _swap_in(new: Path, final: Path) -> None:
-    """Replace ``final`` by ``new`` with renames; the old folder survives until the end."""
+    """Replace ``final`` by ``new`` with renames; the old folder survives until the end.
+
+    Interrupted between the two renames (Ctrl-C, SIGTERM), the old folder is put back;
+    killed there, :func:`recover_interrupted` puts it back on the next run.
+    """
     backup = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, backup)
-    os.replace(new, final)
+    try:
+        if final.exists():
+            os.replace(final, backup)
+        os.replace(new, final)
+    except BaseException:
+        if backup.exists() and not final.exists():
+            os.replace(backup, final)
+        raise
     _fsync_dir(final.parent)
     shutil.rmtree(backup, ignore_errors=True)
 
@@ -759,6 +782,30 @@ def _parquet(path: Path, folder: Path) -> pq.ParquetFile:
         return pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
         raise DatasetError(f"Shard {path} cannot be read ({_one_line(exc)}); run 'afpbench verify {folder}' and rebuild the set.") from None
+
+
+def recover_interrupted(out_dir: str | Path, name: str) -> None:
+    """Undo what a killed writer of set ``name`` left in ``out_dir``; call it holding the set's lock.
+
+    A previous dataset moved aside by a swap that was killed halfway is put back, and
+    half-written folders and temporary parts are removed (finished parts are kept: they
+    are the resumable work).
+    """
+    import glob
+
+    from afpbench._util.io import remove
+
+    out_dir = Path(out_dir)
+    final = out_dir / name
+    pattern = glob.escape(name)
+    backups = sorted(out_dir.glob(f".{pattern}.old-*"), key=lambda p: p.stat().st_mtime)
+    if backups and not final.exists():
+        os.replace(backups.pop(), final)
+    for leftover in [*backups, *out_dir.glob(f".{pattern}.tmp-*")]:
+        remove(leftover)
+    partial = out_dir / PARTIAL_DIR / name
+    for leftover in [*partial.glob("parts/.part-*.tmp*"), *partial.glob("parts/.*.tmp-*"), *partial.glob(".*.tmp-*")]:
+        remove(leftover)
 
 
 # -- reader ---------------------------------------------------------------------------

@@ -37,12 +37,26 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from afpbench import __version__
+from afpbench._util.locking import lock_scope
 from afpbench.errors import AfpbenchError, DatasetError
 from afpbench.metrics import BootstrapConfig, calibrate_threshold
 from afpbench.perturb import Perturbation, parse_perturbation
 
 ROLES = ("held-in", "held-out")
 log = logging.getLogger(__name__)
+
+FLUSH_SECONDS_ENV = "AFPBENCH_FLUSH_SECONDS"  # shared with build
+DEFAULT_FLUSH_SECONDS = 30.0
+
+
+def _env_seconds(default: float) -> float:
+    raw = os.environ.get(FLUSH_SECONDS_ENV)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise AfpbenchError(f"{FLUSH_SECONDS_ENV}={raw!r} is not a number of seconds; set it to e.g. 30 or unset it.") from None
 
 
 # -- configuration ------------------------------------------------------------------------
@@ -112,6 +126,9 @@ class EvalConfig:
     num_workers: int | None = None
     #: Rows buffered per (detector, set) before a cache part is written.
     flush_every: int = 256
+    #: ... and seconds at most between cache writes, so a killed run on a small or slow
+    #: set keeps its work too (AFPBENCH_FLUSH_SECONDS overrides the default).
+    flush_seconds: float = field(default_factory=lambda: _env_seconds(DEFAULT_FLUSH_SECONDS))
     resume: bool = True
     progress: bool = True
     command: list[str] | None = None
@@ -463,11 +480,19 @@ def _read_cached(job: _Job, s: _Set) -> dict[int, float]:
 
 
 class _CacheWriter:
-    """Buffers (index, score) per (job, set) and writes parquet parts atomically."""
+    """Buffers (index, score) per (job, set) and writes parquet parts atomically.
 
-    def __init__(self, rank: int, flush_every: int):
+    A part is written when a (job, set) buffer reaches ``flush_every`` rows, and every
+    buffer is written when ``flush_seconds`` have passed since the last write: a run that
+    is killed (SIGKILL, out of memory, power loss) loses at most that much work, however
+    small or slow the set.
+    """
+
+    def __init__(self, rank: int, flush_every: int, flush_seconds: float = DEFAULT_FLUSH_SECONDS):
         self.rank = rank
         self.flush_every = max(1, flush_every)
+        self.flush_seconds = flush_seconds
+        self.last_flush = time.monotonic()
         self.token = uuid.uuid4().hex[:8]  # unique per run: a resumed run never overwrites a part
         self.seq = 0
         self.buffers: dict[tuple[int, str], list[tuple[np.ndarray, np.ndarray]]] = {}
@@ -481,10 +506,14 @@ class _CacheWriter:
         self.new.setdefault(key, []).append((idx, scores))
         if sum(len(i) for i, _ in self.buffers[key]) >= self.flush_every:
             self._flush(key)
+        if time.monotonic() - self.last_flush >= self.flush_seconds:
+            self.flush_all()
 
     def _flush(self, key: tuple[int, str]) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
+
+        from afpbench._util.io import replacing
 
         chunks = self.buffers.pop(key, [])
         if not chunks:
@@ -496,13 +525,13 @@ class _CacheWriter:
         name = f"part-r{self.rank:03d}-{self.token}-{self.seq:06d}.parquet"
         self.seq += 1
         table = pa.table({"index": pa.array(idx, pa.int64()), "id": pa.array([ids[i] for i in idx], pa.string()), "score": pa.array(scores, pa.float64())})
-        tmp = folder / f".{name}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, folder / name)
+        with replacing(folder / name) as tmp:
+            pq.write_table(table, tmp)
 
     def flush_all(self) -> None:
         for key in list(self.buffers):
             self._flush(key)
+        self.last_flush = time.monotonic()
 
 
 # -- the data pipeline ----------------------------------------------------------------------
@@ -625,6 +654,18 @@ def _make_dataset(*args: Any) -> Any:
     return PassDataset(*args)
 
 
+def _worker_ignores_sigterm(worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM to the main process.
+
+    ``timeout`` and Slurm signal every process of the job, workers included; a worker that
+    died of it would make the main process fail with "DataLoader worker killed" instead
+    of flushing its scores and stopping cleanly. The main process shuts its workers down.
+    """
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -647,11 +688,16 @@ def _to_numpy(scores: Any, n: int, job: _Job, set_name: str) -> np.ndarray:
 
 
 # -- evaluate -----------------------------------------------------------------------------
+@lock_scope
 def evaluate(cfg: EvalConfig) -> list[Path]:
-    """Evaluate every detector (x perturbation) on every set; return the results files."""
+    """Evaluate every detector (x perturbation) on every set; return the results files.
+
+    Each results folder is locked for the whole run (see :mod:`afpbench._util.locking`):
+    a second evaluation of the same detector into the same ``out`` is refused.
+    """
+    cfg = _checked(cfg)
     import torch
 
-    cfg = _checked(cfg)
     bootstrap = BootstrapConfig(cfg.bootstrap, cfg.seed, cfg.confidence)
     state = process_state()
     names, roles, profile = resolve_sets(cfg)
@@ -681,9 +727,11 @@ def evaluate(cfg: EvalConfig) -> list[Path]:
         for s in sets.values():
             job.keys[s.name] = cache_key(job.det, s.fingerprint, job.perturbation)
 
+    _lock_jobs(cfg, state, jobs)
+
     plan, missing, needed = _plan(cfg, state, jobs, sets)
     rows_cached = {j: sum(int((~missing[(j, s.name)]).sum()) for s in sets.values()) for j in range(len(jobs))}
-    writer = _CacheWriter(getattr(state, "process_index", 0), cfg.flush_every)
+    writer = _CacheWriter(getattr(state, "process_index", 0), cfg.flush_every, cfg.flush_seconds)
     scored, wall, workers, torch_threads = _score_pass(cfg, state, device, sets, jobs, perts, missing, needed, writer)
 
     # Gather this process's new scores, timings and memory on the main process.
@@ -706,6 +754,33 @@ def evaluate(cfg: EvalConfig) -> list[Path]:
     return paths
 
 
+def _lock_jobs(cfg: EvalConfig, state: Any, jobs: list[_Job]) -> None:
+    """Lock every results folder of this run (main process), then clear what killed runs left.
+
+    One lock per folder, not per ``out``: evaluations of different detectors into one
+    ``out`` (one per GPU, say) run side by side.
+    """
+    from afpbench._util.locking import ensure_output_dir, hold, lock_path
+
+    if state.is_main_process:
+        ensure_output_dir(cfg.out)
+    share = (lambda obj: _broadcast(state, obj)) if state.distributed else None
+    for job in sorted(jobs, key=lambda j: j.name):  # a fixed order: overlapping runs are refused alike
+        hold(lock_path(cfg.out, job.name), job.folder, main=state.is_main_process, share=share)
+    if state.is_main_process:
+        for job in jobs:
+            _remove_stale_temporaries(job.folder)
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Temporary files a killed run left half-written (the lock says no one is writing them)."""
+    from afpbench._util.io import remove
+
+    for pattern in ("cache/*/.part-*.tmp*", "predictions/.*.tmp-*", "predictions/.*.new-*", "predictions/*.parquet.tmp", ".results.json.*-*", "results.json.tmp"):
+        for path in folder.glob(pattern):
+            remove(path)
+
+
 def _checked(cfg: EvalConfig) -> EvalConfig:
     """Validate the config; return a copy with paths normalised (the caller's is untouched)."""
     from dataclasses import replace
@@ -720,6 +795,11 @@ def _checked(cfg: EvalConfig) -> EvalConfig:
         raise AfpbenchError("No --data folder given; pass the folder that holds one folder per set.")
     if cfg.num_workers is not None and cfg.num_workers < 0:
         raise AfpbenchError(f"--num-workers must be 0 or more (got {cfg.num_workers}).")
+    if not cfg.flush_seconds >= 0:
+        raise AfpbenchError(f"The cache flush interval must be 0 seconds or more (got {cfg.flush_seconds}); fix {FLUSH_SECONDS_ENV}.")
+    from afpbench._util.locking import check_output_dir
+
+    check_output_dir(cfg.out)  # a file or an unwritable folder is refused before any work
     return replace(cfg, data=[Path(d) for d in cfg.data], out=Path(cfg.out))
 
 
@@ -776,6 +856,7 @@ def _score_pass(cfg: EvalConfig, state: Any, device: str, sets: dict[str, _Set],
         pin_memory=device.startswith("cuda"), prefetch_factor=4 if workers else None,
         # fork: workers inherit the opened readers and detectors without pickling them.
         multiprocessing_context=("fork" if workers and sys.platform.startswith("linux") else None),
+        worker_init_fn=_worker_ignores_sigterm,
     )
     bar = tqdm(total=total, unit="img", desc=f"evaluate {len(jobs)} job(s)", disable=not (cfg.progress and state.is_main_process), dynamic_ncols=True)
     try:
@@ -835,8 +916,58 @@ class _RunContext:
     verify_seconds: float | None = None
 
 
+class _Staging:
+    """Files written under temporary names, then renamed into place together.
+
+    A results folder is a set of predictions files and a results file that checksums
+    them: replacing them one by one, a full disk halfway would leave a results file that
+    no longer matches its predictions. Every file is first written in full; only then are
+    they renamed (renames need no space), and on any failure the temporaries are removed.
+    """
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[Path, Path]] = []
+
+    def path(self, final: Path) -> Path:
+        from afpbench._util.io import tmp_name as temp_name
+
+        tmp = temp_name(final, "new")
+        self.pairs.append((tmp, final))
+        return tmp
+
+    def commit(self) -> None:
+        for tmp, final in self.pairs:
+            os.replace(tmp, final)
+        self.pairs = []
+
+    def discard(self) -> None:
+        from afpbench._util.io import remove
+
+        for tmp, _ in self.pairs:
+            remove(tmp)
+        self.pairs = []
+
+
 def _finalize_job(j: int, job: _Job, sets: dict[str, _Set], plan: dict, gathered: list[dict], ctx: _RunContext) -> Path:
-    """Merge cached + gathered scores, apply the threshold, write predictions and results."""
+    """Merge cached + gathered scores, apply the threshold, write predictions and results.
+
+    The previous predictions and results of the folder stay as they were until every new
+    file is complete (see ``_Staging``); the score cache is removed only after that.
+    """
+    staging = _Staging()
+    try:
+        path = _write_job_files(j, job, sets, plan, gathered, ctx, staging)
+        staging.commit()
+    except BaseException:
+        staging.discard()
+        raise
+    for s in sets.values():
+        # The final files now hold every score: the partial cache is obsolete.
+        _remove_cache(job, s)
+    return path
+
+
+def _write_job_files(j: int, job: _Job, sets: dict[str, _Set], plan: dict, gathered: list[dict], ctx: _RunContext, staging: _Staging) -> Path:
     from afpbench import results as R
 
     cfg = ctx.cfg
@@ -900,9 +1031,7 @@ def _finalize_job(j: int, job: _Job, sets: dict[str, _Set], plan: dict, gathered
             "evaluation_id": ctx.evaluation_id,
         }
         path = job.folder / "predictions" / f"{s.name}.parquet"
-        digest = R.write_predictions(path, s.ids, s.labels, scores[s.name], pred, meta)
-        # The final file now holds every score: the partial cache of this set is obsolete.
-        _remove_cache(job, s)
+        digest = R.write_predictions(staging.path(path), s.ids, s.labels, scores[s.name], pred, meta)
         recipe = s.reader.manifest.get("recipe") or {}
         info = R.DatasetInfo(
             name=s.name, role=s.role, label=meta["label"], family=s.family,
@@ -948,7 +1077,8 @@ def _finalize_job(j: int, job: _Job, sets: dict[str, _Set], plan: dict, gathered
         calibration=cal_infos,
         metrics=metrics,
     )
-    return R.dump_json(result, job.folder / "results.json")
+    R.dump_json(result, staging.path(job.folder / "results.json"))
+    return job.folder / "results.json"
 
 
 def _predictions_in(folder: Path) -> list[Path]:

@@ -47,8 +47,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator
 
+from afpbench._util.io import atomic_write_text
+from afpbench._util.locking import lock_scope
 from afpbench.dataset import (
-    DatasetWriter, WriterOptions, atomic_write_text, check_set_name, clean_id, encode_png, existing_target, make_row,
+    DatasetWriter, WriterOptions, check_set_name, clean_id, encode_png, existing_target, make_row,
     to_rgb, unique_ids,
 )
 from afpbench.errors import AfpbenchError, DatasetError
@@ -705,6 +707,7 @@ def _check_target(cfg: ImportConfig, key: dict[str, Any]) -> None:
     raise DatasetError(f"{final} already holds {what}; pass --overwrite to replace it, or import under another name or --out.")
 
 
+@lock_scope
 def import_set(cfg: ImportConfig, files: list[InputFile] | None = None) -> ImportSummary:
     """Import ``cfg.source`` (or the given ``files``) as the set ``cfg.name``."""
     name = check_set_name(cfg.name, "NAME")
@@ -712,6 +715,7 @@ def import_set(cfg: ImportConfig, files: list[InputFile] | None = None) -> Impor
     key = _import_key(cfg)
     _check_target(cfg, key)  # before the input is read or unpacked
     own_scratch = files is None
+    _lock_output(cfg, cfg.name, scratch=own_scratch)
     if files is None:
         files = list(iter_inputs(cfg.source, _scratch(cfg), cfg.max_bytes))
     if not files:
@@ -800,6 +804,23 @@ def import_set(cfg: ImportConfig, files: list[InputFile] | None = None) -> Impor
                          not_examined=max(0, len(files) - rows - rejected), count=cfg.count)
 
 
+def _lock_output(cfg: ImportConfig, name: str | None, scratch: bool) -> None:
+    """Refuse a second import (or build) of the set into this ``--out`` while one runs.
+
+    The set's lock is the one ``build`` takes; the archive's unpacking folder has its own,
+    since imports of different sets from one archive share it.
+    """
+    from afpbench._util.locking import ensure_output_dir, hold, lock_path
+    from afpbench.dataset import recover_interrupted
+
+    ensure_output_dir(cfg.out)
+    if name:
+        hold(lock_path(cfg.out, name), cfg.out / name)
+        recover_interrupted(cfg.out, name)
+    if scratch and cfg.source.is_file():  # an archive: it may be unpacked into the scratch folder
+        hold(lock_path(cfg.out, _scratch(cfg).name), _scratch(cfg))
+
+
 def _scratch(cfg: ImportConfig) -> Path:
     return cfg.out / ".afpbench-partial" / f"extract-{cfg.source.name}"
 
@@ -847,8 +868,10 @@ def split_archive(files: list[InputFile]) -> tuple[dict[str, list[InputFile]], l
 UNMATCHED_FILE = "import-unmatched.json"
 
 
+@lock_scope
 def import_archive(cfg: ImportConfig) -> ArchiveSummary:
     """Split the authors' archive into its sets; entries under no set folder are listed apart."""
+    _lock_output(cfg, None, scratch=True)
     files = list(iter_inputs(cfg.source, _scratch(cfg), cfg.max_bytes))
     groups, unknown = split_archive(files)
     if not groups:

@@ -40,6 +40,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from afpbench import __version__
+from afpbench._util.io import remove
+from afpbench._util.locking import lock_scope
 from afpbench.errors import AfpbenchError
 from afpbench.results import (
     Leaderboard,
@@ -632,17 +634,42 @@ def render_html(board: Leaderboard, plots: dict[str, Path]) -> str:
     return "\n".join(parts) + "\n"
 
 
+SITE_FILES = ("leaderboard.json", "leaderboard.md", "index.html", "accuracy_per_set.png", "roc.png")
+
+
+@lock_scope
 def build_site(results_files: Sequence[str | Path], out_dir: str | Path, profile: str | None = None, reported: bool = True) -> Path:
-    """Write ``leaderboard.json``, ``leaderboard.md``, ``index.html`` and plots; return the JSON path."""
+    """Write ``leaderboard.json``, ``leaderboard.md``, ``index.html`` and plots; return the JSON path.
+
+    The site is replaced whole or not at all: every file is first written in full into a
+    hidden staging folder inside ``out_dir``, then renamed into place (renames need no
+    disk space). A failure on the way (disk full, Ctrl-C) removes the staging folder and
+    leaves the previous site as it was, never a half-written page or a 0-byte plot.
+    """
+    from afpbench._util.locking import check_output_dir, ensure_output_dir, hold, lock_path
+
+    out = check_output_dir(Path(out_dir))
     loaded = load_checked(results_files, profile)
     board = build_leaderboard(loaded, profile, reported)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    plots = _plots(board, loaded, out)
-    path = dump_json(board, out / "leaderboard.json")
-    (out / "leaderboard.md").write_text(render_markdown(board))
-    (out / "index.html").write_text(render_html(board, plots))
-    return path
+    ensure_output_dir(out)
+    hold(lock_path(out, "site"), out)
+    for leftover in out.glob(".site.tmp-*"):  # of killed runs (we hold the lock)
+        remove(leftover)
+    stage = out / f".site.tmp-{os.getpid()}"
+    try:
+        stage.mkdir()
+        plots = _plots(board, loaded, stage)
+        dump_json(board, stage / "leaderboard.json")
+        (stage / "leaderboard.md").write_text(render_markdown(board))
+        (stage / "index.html").write_text(render_html(board, plots))
+        for name in SITE_FILES:
+            if (stage / name).exists():
+                os.replace(stage / name, out / name)
+            elif (out / name).exists():
+                (out / name).unlink()  # a plot of the previous site that this one does not have
+    finally:
+        remove(stage)
+    return out / "leaderboard.json"
 
 
 __all__ = ["build_site", "build_leaderboard", "load_checked", "render_html", "render_markdown", "render_text_table"]

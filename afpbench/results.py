@@ -376,10 +376,10 @@ def load_leaderboard(path: str | Path) -> Leaderboard:
 
 def dump_json(model: BaseModel, path: Path) -> Path:
     """Write a model as indented JSON (atomically: a killed run never leaves half a file)."""
+    from afpbench._util.io import atomic_write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(model.model_dump_json(indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, model.model_dump_json(indent=2) + "\n")
     return path
 
 
@@ -444,10 +444,11 @@ def write_predictions(path: Path, ids: Sequence[str], labels: Sequence[int], sco
         }
     )
     table = table.replace_schema_metadata({PREDICTIONS_META_KEY: json.dumps(dict(meta), sort_keys=True).encode()})
+    from afpbench._util.io import replacing
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    with replacing(path) as tmp:  # a failed write (disk full) leaves the previous file
+        pq.write_table(table, tmp)
     return sha256_file(path)
 
 

@@ -161,7 +161,7 @@ def hf_to_torchvision(key: str) -> str:
 
 def torchvision_resnet50_keys() -> list[str]:
     """Every key of torchvision's resnet50().state_dict(), written out from its structure."""
-    keys = [f"conv1.weight"] + [f"bn1.{s}" for s in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+    keys = ["conv1.weight"] + [f"bn1.{s}" for s in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
     bn = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
     for layer, depth in zip(range(1, 5), (3, 4, 6, 3)):
         for b in range(depth):

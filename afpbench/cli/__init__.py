@@ -21,8 +21,11 @@ import importlib
 import importlib.util
 import os
 import re
+import signal
 import sys
+import threading
 import traceback
+from typing import NoReturn
 
 import click
 
@@ -157,6 +160,7 @@ def _os_error_message(exc: OSError) -> str:
     fixes = {
         errno.ENOSPC: "free some space or write to another disk (--out)",
         errno.EDQUOT: "free some space or write to another disk (--out)",
+        errno.EFBIG: "raise the file-size limit (ulimit -f) or write to another disk (--out)",
         errno.EACCES: "check the permissions or choose another path",
         errno.EPERM: "check the permissions or choose another path",
         errno.EROFS: "write to a writable folder (--out)",
@@ -182,13 +186,13 @@ def _fail(message: str, code: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: errors become one line on stderr (exit 2 for what a user can fix, 1 for bugs)."""
     _RUN.update(command=None, debug=os.environ.get(f"{ENV_PREFIX}_DEBUG", "").lower() in ("1", "true", "yes", "on"))
+    restore_sigterm = _stop_on_sigterm()
     try:
         rv = cli.main(args=argv, prog_name="afpbench", standalone_mode=False)
     except AfpbenchError as exc:
         _fail(str(exc), exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+    except click.exceptions.Abort as exc:
+        _aborted(exc.__cause__)
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         _fail(exc.format_message() + hint, 2)
@@ -196,9 +200,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(exc.format_message(), 2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        _aborted(exc)
     except BrokenPipeError:
         # `afpbench list | head`: the reader left; say nothing, and keep Python from
         # complaining again when it flushes stdout at exit.
@@ -221,5 +224,44 @@ def main(argv: list[str] | None = None) -> None:
             _fail(f"{_who()} ran out of GPU memory; lower --batch-size or use --dtype fp16/bf16 and run it again.", 2)
         _fail(f"unexpected {type(exc).__name__} in {_who()}: {_one_line(exc, 240)} (this is a bug: rerun with --debug or AFPBENCH_DEBUG=1 "
               "for the traceback, and report it)", 1)
+    finally:
+        restore_sigterm()
     if isinstance(rv, int) and rv:
         sys.exit(rv)
+
+
+# -- SIGTERM: stop like Ctrl-C -----------------------------------------------------------------
+#: 128 + SIGTERM, what a shell reports for a process ended by SIGTERM (Ctrl-C gives 130).
+TERMINATED_EXIT_CODE = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread by SIGTERM (``timeout``, Slurm preemption, ``docker stop``).
+
+    A KeyboardInterrupt, so every path that keeps work on Ctrl-C keeps it on SIGTERM too:
+    the evaluation cache and the dataset parts are flushed, the output lock is released,
+    and the next run resumes. DataLoader workers, which inherit the handler, end quietly.
+    """
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # A second SIGTERM must not cut the flush short; SIGKILL still ends the process.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
+def _aborted(cause: BaseException | None) -> NoReturn:
+    """Ctrl-C: "aborted", exit 130; SIGTERM: one line saying how to resume, exit 143."""
+    if isinstance(cause, Terminated):
+        click.echo("error: stopped by SIGTERM; the work done so far is kept: run the same command again to resume.", err=True)
+        sys.exit(TERMINATED_EXIT_CODE)
+    click.echo("aborted", err=True)
+    sys.exit(130)
+
+
+def _stop_on_sigterm():
+    """Install the SIGTERM handler for this command; return what restores the previous one."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    return lambda: signal.signal(signal.SIGTERM, previous)
