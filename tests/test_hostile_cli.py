@@ -457,7 +457,7 @@ def results(sets, tmp_path_factory):
 def test_wrong_files_and_broken_manifests_are_one_line(tmp_path, sets, results, capsys):
     parquet = next((sets / "photos" / "data").glob("*.parquet"))
     code, _, err = run_main(capsys, "leaderboard", str(parquet), "--out", str(tmp_path / "site"))
-    assert_one_line_error(code, err, parquet.name, "not a results JSON")
+    assert_one_line_error(code, err, parquet.name, "not a results file")
     assert not (tmp_path / "site").exists()
     # A manifest without shards (or with a mistyped field) is named, in verify and in evaluate.
     for i, edit in enumerate([lambda m: m.pop("shards"), lambda m: m.update(num_rows="4"), lambda m: m["shards"][0].pop("sha256")]):
@@ -467,14 +467,15 @@ def test_wrong_files_and_broken_manifests_are_one_line(tmp_path, sets, results, 
         manifest = json.loads((sets / "photos" / "manifest.json").read_text())
         edit(manifest)
         (broken / "manifest.json").write_text(json.dumps(manifest))
+        # verify reports a set that fails its checks as one BAD line with exit 1 (its contract).
         code, _, err = run_main(capsys, "verify", str(broken))
-        assert_one_line_error(code, err, "manifest.json is malformed")
+        assert code == 1 and err.count("\n") == 1 and err.startswith("BAD ") and "manifest.json is malformed" in err and "Traceback" not in err
         code, _, err = run_main(capsys, "evaluate", "--detector", "constant", "--data", str(broken.parent), "--out", str(tmp_path / "r"), "--no-progress")
         assert_one_line_error(code, err, "manifest.json is malformed")
     (tmp_path / "notjson" / "photos").mkdir(parents=True)
     (tmp_path / "notjson" / "photos" / "manifest.json").write_bytes(parquet.read_bytes()[:200])
     code, _, err = run_main(capsys, "verify", str(tmp_path / "notjson" / "photos"))
-    assert_one_line_error(code, err, "is not valid JSON")
+    assert code == 1 and err.count("\n") == 1 and ("is not valid JSON" in err or "is not UTF-8 text" in err)
     # An output path through a file: the OS error, one line.
     (tmp_path / "file").write_text("x")
     code, _, err = run_main(capsys, "leaderboard", str(results / "results.json"), "--out", str(tmp_path / "file" / "site"))
