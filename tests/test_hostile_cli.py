@@ -479,7 +479,7 @@ def test_wrong_files_and_broken_manifests_are_one_line(tmp_path, sets, results, 
     # An output path through a file: the OS error, one line.
     (tmp_path / "file").write_text("x")
     code, _, err = run_main(capsys, "leaderboard", str(results / "results.json"), "--out", str(tmp_path / "file" / "site"))
-    assert_one_line_error(code, err, "Not a directory", "file")
+    assert_one_line_error(code, err, "is a file, not a folder", "file")
     code, _, err = run_main(capsys, "score", str(results / "predictions"), "--out", str(tmp_path))
     assert_one_line_error(code, err, "--out", "is a directory")
 
