@@ -81,6 +81,7 @@ class DetectorCard(BaseModel):
     paper: str = Field("", description="Citation of the method.")
     code: str = Field("", description="Upstream code the method comes from.")
     license: str = Field("", description="License of the method's code/weights.")
+    noncommercial: bool = Field(False, description="Weights or code forbid commercial use; the leaderboard flags the row.")
     weights: WeightsSource | None = Field(None, description="Released weights this variant loads (None: no file needed or trained by afpbench).")
     training_data: str = Field("", description="What the weights were trained on.")
     base: str | None = Field(None, description="Backbone this detector was built on (folder or hub id), when any.")
