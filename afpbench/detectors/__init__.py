@@ -28,9 +28,18 @@ BUNDLED = {
     "random": "afpbench.detectors.random_:RandomDetector",
     "format": "afpbench.detectors.format_:FormatDetector",
 }
+BUNDLED.update({
+    "dda": "afpbench.detectors.dda:DDA",
+    "rine": "afpbench.detectors.rine:RINE",
+    "c2p_clip": "afpbench.detectors.c2p_clip:C2PCLIP",
+    "cospy": "afpbench.detectors.cospy:CoSpy",
+    "probe": "afpbench.detectors.probe:Probe",
+    "qwen_vl": "afpbench.detectors.vlm:QwenVL",
+})
 
 # Names `afpbench train` accepts (kept here so the CLI can say so without importing torch).
 TRAINABLE = ("antifakeprompt", "instructblip_lora", "cnnspot", "univfd", "spectral", "efficientnet", "format")
+TRAINABLE += ("probe",)
 
 for _name, _target in BUNDLED.items():
     DETECTORS.register_lazy(_name, _target)
