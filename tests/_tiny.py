@@ -150,6 +150,10 @@ def make_detector(name: str, tmp_path_factory, **kw: Any):
 
     root = _root(tmp_path_factory)
     base_name = name.split(".")[0]
+    from _zoo_hf import ZOO_HF, make_zoo_hf
+
+    if base_name in ZOO_HF:
+        return make_zoo_hf(name, root, **kw)
     if base_name == "antifakeprompt":
         base = tiny_instructblip(tmp_path_factory)
         ckpt = _memo("afp-ckpt", lambda: write_lavis_checkpoint(root / "afp.pth", 32, 48, seed=3))
