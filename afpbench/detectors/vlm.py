@@ -53,6 +53,7 @@ class QwenVL(Detector):
     choices = [
         f"Prompt: the checkpoint's chat template over one user turn [image, text '{PROMPT}'], add_generation_prompt=True (the template's default system message included).",
         "Decoding: none; one forward pass, logits of the first answer token; P(fake) = softmax over the (Yes, No) logits, taking No. No sampling, no abstention.",
+        "Label convention: 'Yes' (it is real) = real, 'No' = fake, as the InstructBLIP baseline's yes/no.",
         "Images: the processor's own dynamic resolution and normalisation (smart resize to multiples of 28, bicubic, CLIP mean/std); --image-size S caps the pixel budget at S*S.",
         "Batches: prompts left-padded; the 3-D rotary positions come from the attention mask, so scores do not depend on batch composition.",
     ]
@@ -112,7 +113,10 @@ class QwenVL(Detector):
     # -- batching ----------------------------------------------------------------------------
     def preprocess(self, image: Any, row: dict[str, Any] | None = None) -> torch.Tensor:
         """The processor's patches of one image, shaped [grid_h, grid_w, patch_dim] (the grid travels in the shape)."""
-        out = self.processor.image_processor(images=[image.convert("RGB")], return_tensors="pt", **self.image_kwargs)
+        try:
+            out = self.processor.image_processor(images=[image.convert("RGB")], return_tensors="pt", **self.image_kwargs)
+        except ValueError as exc:  # e.g. an aspect ratio above 200, which Qwen's resize rule refuses
+            raise AfpbenchError(f"The Qwen2.5-VL processor refuses a {image.width}x{image.height} image ({' '.join(str(exc).split())[:120]}); crop or pad it first.") from exc
         t, h, w = (int(v) for v in out["image_grid_thw"][0])
         if t != 1:  # pragma: no cover - still images have one temporal patch
             raise AfpbenchError(f"unexpected temporal grid {t} for a still image")
@@ -122,12 +126,19 @@ class QwenVL(Detector):
         """Patches + grids + the left-padded prompts with each image's placeholder expanded, as the processor builds them."""
         grid = torch.tensor([[1, x.shape[0], x.shape[1]] for x in items], dtype=torch.long)
         pixel_values = torch.cat([x.reshape(-1, x.shape[-1]) for x in items])
-        inputs = {"image_grid_thw": grid}
         token = self.processor.image_token
-        texts = [self.text.replace(token, self.processor.replace_image_token(inputs, i), 1) for i in range(len(items))]
+        texts = [self.text.replace(token, self._image_tokens(grid, i), 1) for i in range(len(items))]
         enc = self.processor.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt")
-        mm = torch.tensor(self.processor.create_mm_token_type_ids(enc["input_ids"].tolist()), dtype=torch.int32)
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "mm_token_type_ids": mm, "pixel_values": pixel_values, "image_grid_thw": grid}
+        out = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "pixel_values": pixel_values, "image_grid_thw": grid}
+        if hasattr(self.processor, "create_mm_token_type_ids"):  # transformers 5: the 3-D rotary positions read it
+            out["mm_token_type_ids"] = torch.tensor(self.processor.create_mm_token_type_ids(enc["input_ids"].tolist()), dtype=torch.int32)
+        return out
+
+    def _image_tokens(self, grid: torch.Tensor, i: int) -> str:
+        """The processor's expansion of image i's placeholder: one token per merge x merge patches."""
+        if hasattr(self.processor, "replace_image_token"):
+            return self.processor.replace_image_token({"image_grid_thw": grid}, i)
+        return self.processor.image_token * int(grid[i].prod() // self.processor.image_processor.merge_size ** 2)  # transformers 4
 
     def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
