@@ -93,6 +93,7 @@ class C2PCLIP(Detector):
     choices = [
         "Eval as upstream data.py: torchvision Resize(224) (shorter side, bilinear, antialiased) then CenterCrop(224), ToTensor, CLIP mean/std.",
         "Backbone: transformers CLIPVisionModelWithProjection built from the ViT-L/14 config; every weight comes from the release (it holds the merged vision tower), keys mapped explicitly.",
+        "Labels as upstream (data.py: torchvision DatasetFolder over 0_real/1_fake, so real 0 and fake 1; inference.py thresholds sigmoid(logit) at 0.5): afpbench's convention unchanged.",
         "A position_ids buffer (written by transformers < 4.31, where it was persistent) is accepted only when it equals arange(num_positions).",
     ]
 

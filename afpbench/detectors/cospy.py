@@ -142,6 +142,7 @@ class CoSpy(Detector):
         "Eval as upstream test_transform: torchvision Resize(256) (bilinear, antialiased) + CenterCrop(224) + ToTensor; CLIP mean/std for the semantic branch and ImageNet mean/std for the artifact branch, inside the model.",
         "The release progan.zip is read as it is; the three part files are loaded strictly (upstream loads the artifact file with strict=False).",
         "Artifact encoder built from torchvision's ResNet Bottleneck blocks with upstream's 3x3 stride-2 stem and layers 1-2.",
+        "Labels as upstream (dataSets/dataset.py: 0_real 0, 1_fake 1; evaluate.py scan() calls sigmoid > 0.5 AI-generated): afpbench's convention unchanged.",
         "Only the ProGAN variant is bundled; the SD-v1.4 variant needs SigLIP-SO400M-384 (open_clip) and a Stable Diffusion VAE pass per image.",
     ]
 

@@ -171,6 +171,7 @@ class DDA(Detector):
         "Eval as upstream Inference/inference.py: torchvision CenterCrop(336) without resizing (smaller images are zero-padded by CenterCrop), ToTensor, CLIP mean/std (not ImageNet's).",
         "Backbone: transformers Dinov2Model built from the ViT-L/14 config; every weight comes from the release (it holds the whole backbone), keys mapped explicitly, fused qkv split.",
         "LoRA (r=8, alpha=1) attached with peft and merged into the weights before scoring (mathematically identical to upstream's W x + (alpha/r) B A x).",
+        "Labels as upstream (Training/networks/trainer.py: real and real_resized 0, fake and fake_resized 1); inference.py reports sigmoid(logit) = P(fake), afpbench's convention unchanged.",
         "Position embeddings interpolated once to the crop grid with the torch.hub DINOv2 rule (scale (grid + 0.1) / 37, bicubic, no antialias), not transformers' size-based rule.",
     ]
 

@@ -82,6 +82,7 @@ class RINE(Detector):
     choices = [
         "Eval as upstream (src/utils.py get_transforms): torchvision CenterCrop(224) without resizing (smaller images are zero-padded by CenterCrop), CLIP mean/std.",
         "rine.ldm: TenCrop(224) and the mean of the ten logits, as upstream evaluates its LDM-trained model; images smaller than 224 are first zero-padded to 224 (TenCrop itself would fail).",
+        "Labels as upstream (src/data.py: 0_real -> 0, 1_fake -> 1; demo.py prints sigmoid(logit) as the probability to be fake): afpbench's convention unchanged.",
         "Features: forward hooks on transformers' CLIP layer_norm2 (OpenAI's ln_2), CLS position; (nproj, proj_dim) per tag as upstream's get_our_trained_model.",
     ]
 
