@@ -87,6 +87,22 @@ def test_dda_release_layout_is_upstreams(dda_upstream, dda_cfg):
     assert "base_model.model.blocks.1.attn.qkv.lora.lora_B" in obj["model"] and "base_model.model.mask_token" in obj["model"]
 
 
+def test_dda_default_architecture_is_the_hub_dinov2_vitl14():
+    """The built-in ViT-L/14 config expects exactly the hub layout (timm's DINOv2 ViT-L/14, built on the meta device)."""
+    import timm
+    from transformers import Dinov2Config
+
+    from afpbench.detectors.dda import VITL14, upstream_keys
+
+    with torch.device("meta"):
+        hub = timm.create_model("vit_large_patch14_dinov2", pretrained=False, num_classes=0)
+    expected = {k: tuple(v.shape) for k, v in hub.state_dict().items()}
+    mine = {k.removeprefix("base_model.model.").replace(".original_layer", ""): s for k, s in upstream_keys(Dinov2Config(**VITL14)).items()
+            if ".lora." not in k and not k.startswith("base_model.fc.") and k != "base_model.model.mask_token"}
+    assert mine == expected
+    assert expected["pos_embed"] == (1, 1 + 37 * 37, 1024) and sum(np.prod(s) for s in expected.values()) > 3e8
+
+
 def test_dda_matches_upstream_forward_at_the_native_grid(dda_upstream, dda_cfg):
     model, path = dda_upstream
     det = load_detector("dda", weights=path, base=str(dda_cfg), image_size=Z.DDA_NATIVE)
