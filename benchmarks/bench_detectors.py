@@ -58,7 +58,6 @@ def paired_ratio(num: list[float], den: list[float]) -> float:
 def run(batch: int, repeats: int, names: list[str] | None = None) -> dict[str, Any]:
     import torch
 
-    from afpbench.detectors.tiny import build_tiny_detector
     from afpbench.registry import DETECTORS
     from afpbench.sources.photos import photo_images
 
@@ -70,7 +69,7 @@ def run(batch: int, repeats: int, names: list[str] | None = None) -> dict[str, A
     out: dict[str, Any] = {"batch": batch, "repeats": repeats, "threads": torch.get_num_threads(), "detectors": {}, "antifakeprompt_rule": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names or DETECTORS.names():
-            det = build_tiny_detector(name, Path(tmp))
+            det = tiny_detector(name, Path(tmp))
             x = det.collate([det.preprocess(im, row) for im, row in zip(images, rows)])
             xd = det.to_device(x)
 
@@ -84,7 +83,7 @@ def run(batch: int, repeats: int, names: list[str] | None = None) -> dict[str, A
                 "bare_images_per_s": batch / statistics.median(t_bare),
                 "ratio": paired_ratio(t_bare, t_score),
                 "has_model": name not in NO_MODEL,
-                "input": list(x.shape[1:]),
+                "input": input_shape(x),
             }
             if name == "antifakeprompt":
 
@@ -113,6 +112,33 @@ def run(batch: int, repeats: int, names: list[str] | None = None) -> dict[str, A
                     "bound_vs_two_candidate": (share + 2 * (1 - share)) / 1.0,
                 }
     return out
+
+
+# Detectors whose tiny instances (tiny configs of the same architectures, weights files in
+# upstream's release layout) are built by tests/_zoo_hf.py.
+ZOO_HF = ("dda", "rine", "c2p_clip", "cospy", "probe", "qwen_vl")
+
+
+def tiny_detector(name: str, root: Path) -> Any:
+    """``build_tiny_detector``, or tests/_zoo_hf.py's builders for the transformers-based zoo."""
+    from afpbench.detectors.tiny import build_tiny_detector
+    from afpbench.registry import split_tag
+
+    if split_tag(name)[0] in ZOO_HF:
+        tests = str(Path(__file__).resolve().parents[1] / "tests")
+        if tests not in sys.path:
+            sys.path.insert(0, tests)
+        from _zoo_hf import make_zoo_hf
+
+        return make_zoo_hf(name, root)
+    return build_tiny_detector(name, root)
+
+
+def input_shape(x: Any) -> list[Any]:
+    """Per-image input shape; for a VLM's dict batch, the padded prompt length in tokens."""
+    if isinstance(x, dict):
+        return [f"{x['input_ids'].shape[1]}tok"]
+    return list(x.shape[1:])
 
 
 def table(res: dict[str, Any]) -> str:
