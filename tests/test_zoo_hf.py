@@ -543,6 +543,14 @@ def test_probe_refuses_other_families_and_bases(root, tmp_path):
         load_detector("probe.siglip2", base=str(Z.probe_base(root, "siglip2")))
     one_line_error(err, "afpbench train --detector probe")
     assert load_detector("probe", weights=fit).family_name == "dinov2"
+    import shutil
+
+    cut = tmp_path / "cut-fit"
+    shutil.copytree(fit, cut)
+    truncate(fit / "model.safetensors", cut / "model.safetensors")
+    with pytest.raises(WeightsError) as err:
+        load_detector("probe", weights=cut)
+    one_line_error(err, "model.safetensors", "truncated or corrupt")
 
 
 # -- qwen_vl ---------------------------------------------------------------------------------------

@@ -222,18 +222,14 @@ class DDA(Detector):
         config = LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=0.0, bias="none", target_modules=targets)
         peft_model = get_peft_model(model, config)
         params = dict(peft_model.named_parameters())
-        expected = {}
-        for key, value in lora.items():
-            module, which = key.rsplit(".", 1)
-            name = f"base_model.model.{module}.{which}.default.weight"
-            expected[name] = tuple(value.shape)
-        have = {k: tuple(v.shape) for k, v in params.items() if ".lora_" in k}
-        if set(have) != set(expected):
-            raise WeightsError(f"{source}: peft placed LoRA on other modules than the release has ({len(have)} vs {len(expected)} tensors); this transformers/peft version is not supported.")
+        # peft names each adapter tensor <module>.lora_A/B.default.weight under base_model.model.
+        names = {key: "base_model.model.{}.{}.default.weight".format(*key.rsplit(".", 1)) for key in lora}
+        placed = {k for k in params if ".lora_" in k}
+        if placed != set(names.values()):
+            raise WeightsError(f"{source}: peft placed LoRA on other modules than the release has ({len(placed)} vs {len(names)} tensors); this transformers/peft version is not supported.")
         with torch.no_grad():
             for key, value in lora.items():
-                module, which = key.rsplit(".", 1)
-                params[f"base_model.model.{module}.{which}.default.weight"].copy_(value)
+                params[names[key]].copy_(value)
         return peft_model.merge_and_unload()
 
     # -- scoring ---------------------------------------------------------------------------
