@@ -618,3 +618,37 @@ def test_qwen_refuses_weights_and_bad_bases(qwen, tmp_path):
     with pytest.raises(WeightsError) as err:
         load_detector("qwen_vl", base=str(qwen), weights=tmp_path / "w.pth")
     one_line_error(err, "zero-shot")
+
+
+# -- the real releases (slow: need the downloaded files and full-size bases) ---------------------------
+_RELEASES = [("dda", "dda_ckpt.pth", False), ("rine", "model_4class_trainable.pth", True), ("rine.2class", "model_2class_trainable.pth", True),
+             ("c2p_clip", "C2P_CLIP_release_20240901.zip", False), ("cospy", "progan.zip", True)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,filename,needs_clip", _RELEASES)
+def test_real_release_loads_and_scores(name, filename, needs_clip):
+    """Set AFPBENCH_ZOO_WEIGHTS to a folder holding the released files (names as in the cards) and
+    AFPBENCH_REAL_CLIP to a local openai/clip-vit-large-patch14 for the CLIP-backed ones."""
+    import os
+
+    folder, clip = os.environ.get("AFPBENCH_ZOO_WEIGHTS"), os.environ.get("AFPBENCH_REAL_CLIP")
+    if not folder or not (Path(folder) / filename).exists():
+        pytest.skip(f"set AFPBENCH_ZOO_WEIGHTS to a folder holding {filename}")
+    if needs_clip and not clip:
+        pytest.skip("set AFPBENCH_REAL_CLIP to a local openai/clip-vit-large-patch14 folder")
+    det = load_detector(name, weights=Path(folder) / filename, base=clip if needs_clip else None)
+    s = det.score(batch(det, photos(4)))
+    assert s.shape == (4,) and torch.all((s >= 0) & (s <= 1)) and s.std() > 0
+
+
+@pytest.mark.slow
+def test_real_qwen_vl_scores():
+    import os
+
+    base = os.environ.get("AFPBENCH_REAL_QWEN_VL")
+    if not base:
+        pytest.skip("set AFPBENCH_REAL_QWEN_VL to a local Qwen/Qwen2.5-VL-7B-Instruct (or 3B) folder")
+    det = load_detector("qwen_vl", base=base, image_size=224)
+    s = det.score(batch(det, photos(2)))
+    assert s.shape == (2,) and torch.all((s >= 0) & (s <= 1))
