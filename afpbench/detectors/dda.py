@@ -164,8 +164,8 @@ class DDA(Detector):
     needs_weights = True
     cuda_dtype = "float32"  # upstream runs fp32
     variants = {
-        None: Variant(WeightsSource(filename="dda_ckpt.pth", source=f"{_HF_RELEASE} (official checkpoint, 2026/02; inference.py loads it as pretrained/ckpt.pth)", license="Apache-2.0 (repository)"), _TRAINING),
-        "legacy": Variant(WeightsSource(filename="dda_legacy_ckpt.pth", source=f"{_MS_LEGACY} (first release, 2025; the authors say it differs slightly from the paper)", license="Apache-2.0 (repository)"), _TRAINING),
+        None: Variant(WeightsSource(filename="dda_ckpt.pth", source=f"{_HF_RELEASE} (the official checkpoint, 2026/02, which inference.py loads as pretrained/ckpt.pth; save it as dda_ckpt.pth)", license="Apache-2.0 (repository)"), _TRAINING),
+        "legacy": Variant(WeightsSource(filename="dda_legacy_ckpt.pth", source=f"{_MS_LEGACY} (first release, 2025, which the authors say differs slightly from the paper; save it as dda_legacy_ckpt.pth)", license="Apache-2.0 (repository)"), _TRAINING),
     }
     choices = [
         "Eval as upstream Inference/inference.py: torchvision CenterCrop(336) without resizing (smaller images are zero-padded by CenterCrop), ToTensor, CLIP mean/std (not ImageNet's).",
