@@ -58,6 +58,7 @@ def paired_ratio(num: list[float], den: list[float]) -> float:
 def run(batch: int, repeats: int, names: list[str] | None = None) -> dict[str, Any]:
     import torch
 
+    from afpbench.detectors.tiny import build_tiny_detector
     from afpbench.registry import DETECTORS
     from afpbench.sources.photos import photo_images
 
@@ -69,7 +70,7 @@ def run(batch: int, repeats: int, names: list[str] | None = None) -> dict[str, A
     out: dict[str, Any] = {"batch": batch, "repeats": repeats, "threads": torch.get_num_threads(), "detectors": {}, "antifakeprompt_rule": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names or DETECTORS.names():
-            det = tiny_detector(name, Path(tmp))
+            det = _zoo_hf(name, Path(tmp)) or build_tiny_detector(name, Path(tmp))
             x = det.collate([det.preprocess(im, row) for im, row in zip(images, rows)])
             xd = det.to_device(x)
 
@@ -83,7 +84,7 @@ def run(batch: int, repeats: int, names: list[str] | None = None) -> dict[str, A
                 "bare_images_per_s": batch / statistics.median(t_bare),
                 "ratio": paired_ratio(t_bare, t_score),
                 "has_model": name not in NO_MODEL,
-                "input": input_shape(x),
+                "input": list(x.shape[1:]) if hasattr(x, "shape") else ["full-res"],
             }
             if name == "antifakeprompt":
 
@@ -114,33 +115,6 @@ def run(batch: int, repeats: int, names: list[str] | None = None) -> dict[str, A
     return out
 
 
-# Detectors whose tiny instances (tiny configs of the same architectures, weights files in
-# upstream's release layout) are built by tests/_zoo_hf.py.
-ZOO_HF = ("dda", "rine", "c2p_clip", "cospy", "probe", "qwen_vl")
-
-
-def tiny_detector(name: str, root: Path) -> Any:
-    """``build_tiny_detector``, or tests/_zoo_hf.py's builders for the transformers-based zoo."""
-    from afpbench.detectors.tiny import build_tiny_detector
-    from afpbench.registry import split_tag
-
-    if split_tag(name)[0] in ZOO_HF:
-        tests = str(Path(__file__).resolve().parents[1] / "tests")
-        if tests not in sys.path:
-            sys.path.insert(0, tests)
-        from _zoo_hf import make_zoo_hf
-
-        return make_zoo_hf(name, root)
-    return build_tiny_detector(name, root)
-
-
-def input_shape(x: Any) -> list[Any]:
-    """Per-image input shape; for a VLM's dict batch, the padded prompt length in tokens."""
-    if isinstance(x, dict):
-        return [f"{x['input_ids'].shape[1]}tok"]
-    return list(x.shape[1:])
-
-
 def table(res: dict[str, Any]) -> str:
     lines = [f"batch {res['batch']}, {res['repeats']} interleaved rounds (ratios: median of per-round ratios), {res['threads']} torch threads, tiny models on CPU", ""]
     lines.append(f"{'detector':<20}{'input':>14}{'score img/s':>14}{'bare img/s':>14}{'score/bare':>12}  target >= 0.9")
@@ -158,6 +132,20 @@ def table(res: dict[str, Any]) -> str:
             f"  vision + Q-Former share of one forward: {a['image_part_share']:.2f} -> best possible speedup over the two-candidate rule (V + 2L) / (V + L) = {a['bound_vs_two_candidate']:.2f}x",
         ]
     return "\n".join(lines)
+
+
+def _zoo_hf(name: str, root: Path) -> Any:
+    """The transformers zoo's tiny detectors (dda, rine, c2p_clip, cospy, probe, qwen_vl): tiny
+    configs of the same architectures, weights in each upstream's release layout
+    (tests/_zoo_hf.py builds them); None for every other detector."""
+    tests = str(Path(__file__).resolve().parent.parent / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    import _zoo_hf
+
+    if name.split(".")[0] not in _zoo_hf.ZOO_HF:
+        return None
+    return _zoo_hf.make_zoo_hf(name, root)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -150,10 +150,6 @@ def make_detector(name: str, tmp_path_factory, **kw: Any):
 
     root = _root(tmp_path_factory)
     base_name = name.split(".")[0]
-    from _zoo_hf import ZOO_HF, make_zoo_hf
-
-    if base_name in ZOO_HF:
-        return make_zoo_hf(name, root, **kw)
     if base_name == "antifakeprompt":
         base = tiny_instructblip(tmp_path_factory)
         ckpt = _memo("afp-ckpt", lambda: write_lavis_checkpoint(root / "afp.pth", 32, 48, seed=3))
@@ -198,6 +194,10 @@ def make_detector(name: str, tmp_path_factory, **kw: Any):
             return load_detector("efficientnet", image_size=TINY, train_init=True).save(root / "efficientnet")
 
         return load_detector(name, weights=_memo("efficientnet", fresh), **kw)
+    from _zoo_hf import ZOO_HF, make_zoo_hf  # transformers zoo: builders in tests/_zoo_hf.py
+
+    if base_name in ZOO_HF:
+        return make_zoo_hf(name, root, **kw)
     return load_detector(name, **kw)  # constant, random, format, third-party plugins
 
 

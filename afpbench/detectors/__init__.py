@@ -39,10 +39,11 @@ BUNDLED.update({
 
 # Names `afpbench train` accepts (kept here so the CLI can say so without importing torch).
 TRAINABLE = ("antifakeprompt", "instructblip_lora", "cnnspot", "univfd", "spectral", "efficientnet", "format")
-TRAINABLE += ("probe",)
 
 for _name, _target in BUNDLED.items():
     DETECTORS.register_lazy(_name, _target)
+
+TRAINABLE += ("probe",)  # the linear probe family (fitted on cached backbone features)
 
 
 def detector_class(name: str) -> type["Detector"]:

@@ -81,7 +81,6 @@ class DetectorCard(BaseModel):
     paper: str = Field("", description="Citation of the method.")
     code: str = Field("", description="Upstream code the method comes from.")
     license: str = Field("", description="License of the method's code/weights.")
-    noncommercial: bool = Field(False, description="Weights or code forbid commercial use; the leaderboard flags the row.")
     weights: WeightsSource | None = Field(None, description="Released weights this variant loads (None: no file needed or trained by afpbench).")
     training_data: str = Field("", description="What the weights were trained on.")
     base: str | None = Field(None, description="Backbone this detector was built on (folder or hub id), when any.")
@@ -89,6 +88,7 @@ class DetectorCard(BaseModel):
     threshold: float = Field(0.5, description="pred = score >= threshold.")
     threshold_policy: str = Field("fixed", description="How the threshold was chosen.")
     trainable: bool = Field(False, description="Whether `afpbench train` can train it.")
+    noncommercial: bool = Field(False, description="True when the licence of the weights or code does not allow commercial use (non-profit, research-only, NC, or no licence granted); leaderboards flag such rows.")
     choices: list[str] = Field(default_factory=list, description="Decisions afpbench made that the paper does not document.")
 
 
@@ -307,6 +307,8 @@ class Detector:
     license: ClassVar[str] = ""
     variants: ClassVar[dict[str | None, Variant]] = {None: Variant()}
     trainable: ClassVar[bool] = False
+    # The licence forbids commercial use (see DetectorCard.noncommercial).
+    noncommercial: ClassVar[bool] = False
     # Whether scoring needs a weights file (released or trained); train_init waives it.
     needs_weights: ClassVar[bool] = False
     # "sgd": afpbench.train runs the gradient loop; "fit": the detector's own fit() (closed form).
@@ -430,6 +432,7 @@ class Detector:
             threshold=self.threshold,
             threshold_policy=self.threshold_policy,
             trainable=self.trainable,
+            noncommercial=self.noncommercial,
             choices=list(self.choices),
         )
 

@@ -30,7 +30,6 @@ from afpbench.detectors.base import (
     CLIP_MEAN,
     CLIP_STD,
     Detector,
-    DetectorCard,
     Preprocessing,
     Variant,
     WeightsSource,
@@ -82,6 +81,7 @@ class C2PCLIP(Detector):
     paper = "Tan, Tao, Liu, Gu, Wu, Zhao, Wei. C2P-CLIP: Injecting Category Common Prompt in CLIP to Enhance Generalization in Deepfake Detection. AAAI 2025 (arXiv 2408.09647)."
     code = "https://github.com/chuangchuangtan/C2P-CLIP-DeepfakeDetection (inference.py, data.py)"
     license = "none published (no LICENSE in the repository, none stated for the weights): no grant of use, flagged non-commercial"
+    noncommercial = True  # no licence granted
     needs_weights = True
     cuda_dtype = "float32"  # upstream runs the fp32 HF CLIPModel
     variants = {
@@ -133,10 +133,6 @@ class C2PCLIP(Detector):
             return cls.from_pretrained(self.base)
         except (OSError, ValueError) as exc:
             raise WeightsError(f"Cannot read a CLIP vision config from '{self.base}' ({' '.join(str(exc).split())[:160]}); pass --base with a folder holding config.json, or omit it for ViT-L/14.") from exc
-
-    @property
-    def card(self) -> DetectorCard:
-        return super().card.model_copy(update={"noncommercial": True})
 
     # -- scoring ---------------------------------------------------------------------------
     def preprocessing(self) -> Preprocessing:

@@ -26,7 +26,6 @@ from afpbench.detectors.base import (
     CLIP_MEAN,
     CLIP_STD,
     Detector,
-    DetectorCard,
     Preprocessing,
     Variant,
 )
@@ -70,6 +69,7 @@ class QwenVL(Detector):
         if self.weights_path is not None:
             raise WeightsError(f"qwen_vl is zero-shot and takes no --weights ({self.weights_path}); pass the checkpoint folder as --base.")
         self.base = self.base or str(self.variant.options["base"])
+        self.noncommercial = bool(self.variant.options["noncommercial"])  # per checkpoint: the 3B's licence is research-only
         try:
             self.processor = AutoProcessor.from_pretrained(self.base)
         except (OSError, ValueError) as exc:
@@ -96,10 +96,6 @@ class QwenVL(Detector):
         if self.image_size:
             longest = int(self.image_size) ** 2
             self.image_kwargs["size"] = {"shortest_edge": min(int(ip.size["shortest_edge"]), longest), "longest_edge": longest}
-
-    @property
-    def card(self) -> DetectorCard:
-        return super().card.model_copy(update={"noncommercial": bool(self.variant.options.get("noncommercial"))})
 
     def preprocessing(self) -> Preprocessing:
         ip = self.processor.image_processor
