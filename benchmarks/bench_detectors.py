@@ -70,7 +70,7 @@ def run(batch: int, repeats: int, names: list[str] | None = None) -> dict[str, A
     out: dict[str, Any] = {"batch": batch, "repeats": repeats, "threads": torch.get_num_threads(), "detectors": {}, "antifakeprompt_rule": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names or DETECTORS.names():
-            det = _zoo_timm(name, Path(tmp)) or build_tiny_detector(name, Path(tmp))
+            det = _zoo_timm(name, Path(tmp)) or _zoo_hf(name, Path(tmp)) or build_tiny_detector(name, Path(tmp))
             x = det.collate([det.preprocess(im, row) for im, row in zip(images, rows)])
             xd = det.to_device(x)
 
@@ -149,6 +149,20 @@ def table(res: dict[str, Any]) -> str:
             f"  vision + Q-Former share of one forward: {a['image_part_share']:.2f} -> best possible speedup over the two-candidate rule (V + 2L) / (V + L) = {a['bound_vs_two_candidate']:.2f}x",
         ]
     return "\n".join(lines)
+
+
+def _zoo_hf(name: str, root: Path) -> Any:
+    """The transformers zoo's tiny detectors (dda, rine, c2p_clip, cospy, probe, qwen_vl): tiny
+    configs of the same architectures, weights in each upstream's release layout
+    (tests/_zoo_hf.py builds them); None for every other detector."""
+    tests = str(Path(__file__).resolve().parent.parent / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    import _zoo_hf
+
+    if name.split(".")[0] not in _zoo_hf.ZOO_HF:
+        return None
+    return _zoo_hf.make_zoo_hf(name, root)
 
 
 def main(argv: list[str] | None = None) -> int:

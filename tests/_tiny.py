@@ -249,6 +249,10 @@ def make_detector(name: str, tmp_path_factory, **kw: Any):
             return load_detector("efficientnet", image_size=TINY, train_init=True).save(root / "efficientnet")
 
         return load_detector(name, weights=_memo("efficientnet", fresh), **kw)
+    from _zoo_hf import ZOO_HF, make_zoo_hf  # transformers zoo: builders in tests/_zoo_hf.py
+
+    if base_name in ZOO_HF:
+        return make_zoo_hf(name, root, **kw)
     return load_detector(name, **kw)  # constant, random, format, third-party plugins
 
 

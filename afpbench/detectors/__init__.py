@@ -36,12 +36,22 @@ BUNDLED = {
     "tiny_ladeda": "afpbench.detectors.ladeda:TinyLaDeDa",
     "bfree": "afpbench.detectors.bfree:BFree",
 }
+BUNDLED.update({
+    "dda": "afpbench.detectors.dda:DDA",
+    "rine": "afpbench.detectors.rine:RINE",
+    "c2p_clip": "afpbench.detectors.c2p_clip:C2PCLIP",
+    "cospy": "afpbench.detectors.cospy:CoSpy",
+    "probe": "afpbench.detectors.probe:Probe",
+    "qwen_vl": "afpbench.detectors.vlm:QwenVL",
+})
 
 # Names `afpbench train` accepts (kept here so the CLI can say so without importing torch).
 TRAINABLE = ("antifakeprompt", "instructblip_lora", "cnnspot", "univfd", "spectral", "efficientnet", "format", "size")
 
 for _name, _target in BUNDLED.items():
     DETECTORS.register_lazy(_name, _target)
+
+TRAINABLE += ("probe",)  # the linear probe family (fitted on cached backbone features)
 
 
 def detector_class(name: str) -> type["Detector"]:
