@@ -23,7 +23,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
@@ -32,6 +32,8 @@ from afpbench.errors import AfpbenchError, WeightsError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from PIL import Image
+
+    from afpbench.results import DetectorInfo
 
 # The on-disk format afpbench writes for trained detectors: a folder with this JSON and
 # one safetensors file. Bumped when the layout changes; readers refuse newer versions.
@@ -291,6 +293,33 @@ def check_device(device: str) -> str:
     return device
 
 
+# -- the contract the evaluation pipeline types against ---------------------------------------
+@runtime_checkable
+class Scorer(Protocol):
+    """What ``evaluate`` needs of a detector. A plugin may satisfy it without inheriting.
+
+    ``preprocess`` runs on CPU per image (in DataLoader workers), ``collate`` joins a
+    batch, ``score`` returns P(fake) in [0, 1] per image (float32, CPU), and ``describe``
+    says what a results file records about it (name, arguments, weights, typed card).
+    ``pred = score > threshold``; ``threshold_policy`` says how the threshold was chosen.
+    """
+
+    name: str
+    threshold: float
+    threshold_policy: str
+
+    @property
+    def full_name(self) -> str: ...
+
+    def preprocess(self, image: Any, row: dict[str, Any] | None = None) -> Any: ...
+
+    def collate(self, items: list[Any]) -> Any: ...
+
+    def score(self, batch: Any) -> Any: ...
+
+    def describe(self) -> "DetectorInfo": ...
+
+
 # -- the Detector base class ----------------------------------------------------------------
 class Detector:
     """Base class of every detector; subclasses fill the class attributes and the hooks.
@@ -483,6 +512,19 @@ class Detector:
             "threshold": self.threshold,
             "threshold_policy": self.threshold_policy,
         }
+
+    def describe(self) -> "DetectorInfo":
+        """What a results file records about this detector (the Scorer contract)."""
+        import json as _json
+
+        from afpbench.results import DetectorInfo
+
+        return DetectorInfo(
+            name=self.name, tag=self.tag, full_name=self.full_name,
+            arguments=_json.loads(_json.dumps(self.arguments(), default=str)),
+            weights=str(self.weights_path) if self.weights_path else None, weights_sha256=self.weights_sha256,
+            card=self.card.model_dump(mode="json"),
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.full_name} device={self.device} dtype={self.dtype}>"
