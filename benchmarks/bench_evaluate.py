@@ -103,7 +103,7 @@ def _detectors_module(folder: Path):
 
 
 def make_set(root: Path, name: str, n: int, size: int, label: int) -> Path:
-    from afpbench.dataset import write_images
+    from afpbench.testing import write_images
     from afpbench.sources.photos import photo_crops
 
     images = [c.image for c in photo_crops(n, seed=label + 1, size=size, prefix=name)]

@@ -523,7 +523,8 @@ def sd3_build(dev: Device, s: Settings, clock: Clock, work: Path, out: dict[str,
 
 # -- 4. evaluate end to end against the bare score loop -----------------------------------------------
 def evaluate_vs_bare(det: Any, dev: Device, s: Settings, clock: Clock, work: Path, out: dict[str, Any]) -> None:
-    from afpbench.dataset import decode_image, open_dataset, write_images
+    from afpbench.dataset import decode_image, open_dataset
+    from afpbench.testing import write_images
     from afpbench.harness import EvalConfig, evaluate
     from afpbench.results import load_results
     from afpbench.sources.photos import photo_crops

@@ -268,7 +268,7 @@ def fakeify(image):
 
 def make_split(out: Path, n: int, seed: int, prefix: str, size: int = 64, fake_format: str = "png", real_format: str = "png") -> tuple[Path, Path]:
     """A real set (photo crops) and a fake set (fakeified crops), ``n`` rows each."""
-    from afpbench.dataset import write_images
+    from afpbench.testing import write_images
     from afpbench.sources.photos import photo_crops
 
     real = [c.image for c in photo_crops(n, seed=seed, size=size, prefix=f"{prefix}r")]

@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import run_cli
 
-from afpbench.dataset import write_images
+from afpbench.testing import write_images
 
 
 @pytest.fixture(scope="module")

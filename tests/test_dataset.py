@@ -11,7 +11,8 @@ import textwrap
 import pyarrow.parquet as pq
 import pytest
 
-from afpbench.dataset import DatasetWriter, WriterOptions, encode_png, make_row, open_dataset, verify, write_images
+from afpbench.dataset import DatasetWriter, WriterOptions, encode_png, make_row, open_dataset, verify
+from afpbench.testing import write_images
 from afpbench.errors import DatasetError
 
 
@@ -179,7 +180,7 @@ def test_killed_finalize_leaves_the_previous_dataset_intact(tmp_path, small_set)
     before = json.loads((target / "manifest.json").read_text())["fingerprint"]
     script = textwrap.dedent(f"""
         import os, signal, afpbench.dataset as d
-        from afpbench.dataset import write_images
+        from afpbench.testing import write_images
         from PIL import Image
         real_swap = d._swap_in
         def killed(*a):  # die right before the swap, with the new folder fully written

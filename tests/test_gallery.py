@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from afpbench.dataset import write_images
+from afpbench.testing import write_images
 from afpbench.gallery import GalleryConfig, build_gallery, sample_rows
 from conftest import run_cli
 

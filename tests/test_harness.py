@@ -18,7 +18,8 @@ from PIL import Image
 
 from afpbench import dataset as ds
 from afpbench.cli import cli
-from afpbench.dataset import open_dataset, write_images
+from afpbench.dataset import open_dataset
+from afpbench.testing import write_images
 from afpbench.errors import AfpbenchError, DatasetError
 from afpbench.harness import EvalConfig, evaluate
 from afpbench.metrics import calibrate_threshold

@@ -333,7 +333,7 @@ def test_every_variable_the_documents_name_exists():
 # -- evaluate --base, as the documents and the error message ask --------------------------------
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory, photos):
-    from afpbench.dataset import write_images
+    from afpbench.testing import write_images
 
     root = tmp_path_factory.mktemp("sets")
     write_images(root, "photos", [img.resize((48, 48)) for _, img in photos[:4]], 0)

@@ -32,7 +32,8 @@ from PIL import Image
 
 from afpbench._util.locking import OutputBusyError, OutputLock, hold, lock_path, lock_scope
 from afpbench.cli import TERMINATED_EXIT_CODE, _os_error_message, main
-from afpbench.dataset import open_dataset, verify, write_images
+from afpbench.dataset import open_dataset, verify
+from afpbench.testing import write_images
 from afpbench.harness import EvalConfig, evaluate
 from afpbench.results import load_results, read_predictions
 

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from afpbench.cli import cli as cli_group
-from afpbench.dataset import write_images
+from afpbench.testing import write_images
 from afpbench.errors import AfpbenchError
 from afpbench.harness import EvalConfig, evaluate
 from afpbench.leaderboard import build_site, render_text_table

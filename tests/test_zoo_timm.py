@@ -398,7 +398,7 @@ def test_bfree_preprocess_keeps_full_resolution(tmp_path_factory):
 def test_evaluate_runs_full_resolution_and_crop_detectors(tmp_path, tmp_path_factory):
     """NPR's mixed-size batches (lists) and B-Free's crop stacks go through the harness,
     its DataLoader worker included, and every row gets a score in [0, 1]."""
-    from afpbench.dataset import write_images
+    from afpbench.testing import write_images
     from afpbench.harness import EvalConfig, evaluate
     from afpbench.results import load_results, read_predictions
 
