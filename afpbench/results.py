@@ -126,6 +126,10 @@ class PerturbationInfo(_Model):
     seed: int = Field(description="Suite seed; each image's seed derives from it and the row id.")
     ops: list[dict[str, Any]] = Field(description="The operations in order, each {kind, param}.")
     extension: bool = Field(True, description="Always true: the paper has no robustness experiments.")
+    families: dict[str, list[float]] | None = Field(
+        None, description="Chain suite only: the operation families drawn from, each with its parameter range [low, high] (each image's drawn chain is in its predictions)."
+    )
+    length: list[int] | None = Field(None, description="Chain suite only: the range [min, max] of operations drawn per image.")
 
 
 class ViewInfo(_Model):
