@@ -454,7 +454,7 @@ class Leaderboard(_Model):
     robustness: list[RobustnessRow] = Field(default_factory=list, description="Clean against perturbed mean AUC per detector and suite (afpbench extension).")
     audit: LeaderboardAudit | None = Field(None, description="The shortcut audit given with --audit.")
     gallery: str | None = Field(None, description="The sets gallery page in the site (sets.html) when built with --data; column headers link to it.")
-    same_recipe: bool = Field(False, description="Built with --same-recipe: entries on other builds of a set's recipe are accepted and marked.")
+    same_recipe: bool = Field(False, description="True when some entries were evaluated on another build of a set's recipe (accepted only with --same-recipe; those entries list the sets in other_build).")
     notes: list[str] = Field(default_factory=list, description="Remarks shown with the table.")
 
 
