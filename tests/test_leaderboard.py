@@ -433,6 +433,8 @@ def test_noncommercial_detectors_are_flagged(bias):
     assert flags == {"format": False, "toy": False, "toy.sharp": False, "toy.nc": True}
     md = (bias["site"] / "leaderboard.md").read_text()
     assert "| toy.nc (NC) | measured |" in md and "| toy | measured |" in md and "commercial use" in md
+    # ... in every table, the views and clean-vs-robust ones included.
+    assert "| toy.nc (NC) | chain |" in md and "| toy.nc (NC) | native | clean |" in md and "| toy.nc (NC) | 0." in md
     page = (bias["site"] / "index.html").read_text()
     assert re.search(r'data-detector="toy\.nc"><td class="text"[^>]*>toy\.nc<span class="badge nc"', page)
     assert "toy.nc(NC)" in render_text_table(board)

@@ -49,6 +49,11 @@ def measured(board: Leaderboard) -> list[LeaderboardEntry]:
     )
 
 
+def noncommercial(board: Leaderboard) -> set[str]:
+    """Detectors whose card says their licence does not allow commercial use."""
+    return {e.detector for e in board.entries if e.noncommercial}
+
+
 def counts(board: Leaderboard) -> tuple[int, int]:
     """Columns in the table and held-out columns (the two averages' headers)."""
     return len(board.sets), sum(1 for s in board.sets if s.role == "held-out")

@@ -21,6 +21,7 @@ from afpbench.leaderboard._format import (
     OTHER_BUILD,
     counts,
     measured,
+    noncommercial,
     num,
     ordered,
     robustness_groups,
@@ -75,6 +76,12 @@ def _detector_td(e: LeaderboardEntry, title: str = "") -> str:
     nc = f'<span class="badge nc" title="{NONCOMMERCIAL}">NC</span>' if e.noncommercial else ""
     attr = f' title="{esc(title)}"' if title else ""
     return f'<td class="text" data-value="{esc(e.detector.lower())}"{attr}>{esc(e.detector)}{nc}</td>'
+
+
+def _name_td(det: str, board: Leaderboard) -> str:
+    """A detector cell of the tables keyed by detector name (views, robustness)."""
+    nc = f'<span class="badge nc" title="{NONCOMMERCIAL}">NC</span>' if det in noncommercial(board) else ""
+    return f'<td class="text" data-value="{esc(det.lower())}">{esc(det)}{nc}</td>'
 
 
 def _source_td(e: LeaderboardEntry, n_all: int = 0) -> str:
@@ -187,7 +194,7 @@ def _views(board: Leaderboard) -> list[str]:
     rows = []
     for det in dets:
         native = next((d.native_auc for c in board.views for d in c.detectors if d.detector == det), None)
-        cells = [_td(det, det.lower(), "text"), _num_td(native)]
+        cells = [_name_td(det, board), _num_td(native)]
         for c in board.views:
             row = next((d for d in c.detectors if d.detector == det), None)
             if row is None:
@@ -200,7 +207,7 @@ def _views(board: Leaderboard) -> list[str]:
     taus = "".join(
         f"<li>Kendall τ native vs <strong>{esc(c.view.name)}</strong>: <span class=\"tau\" data-view=\"{esc(c.view.name)}\">{esc(tau_text(c))}</span> "
         f"({c.kendall_tau.confidence:.0%} bootstrap over the fake sets {esc(', '.join(c.fake_sets))}; {c.kendall_tau.n_resamples} resamples, seed {c.kendall_tau.seed})"
-        + (f"; ▼ lose more than {c.drop_flag} mean AUC: {esc(', '.join(d.detector for d in c.detectors if d.flagged))}" if any(d.flagged for d in c.detectors) else "")
+        + (f"; ▼ mean AUC drops by more than {c.drop_flag}: {esc(', '.join(d.detector for d in c.detectors if d.flagged))}" if any(d.flagged for d in c.detectors) else "")
         + "</li>"
         for c in board.views
     )
@@ -220,14 +227,14 @@ def _robustness(board: Leaderboard, plots: Mapping[str, Path]) -> list[str]:
         sub = '<tr><th class="text">Detector</th>' + "<th>Avg</th><th>Held-out</th><th>AUC</th>" * len(groups) + "</tr>"
         rows = []
         for det, g in robustness_groups(board).items():
-            cells = [_td(det, det.lower(), "text")]
+            cells = [_name_td(det, board)]
             for name in groups:
                 cells += [_td(v, "" if v == DASH else v) for v in g.get(name, (DASH, DASH, DASH))]
             rows.append(f'<tr class="measured">{"".join(cells)}</tr>')
         out += ['<h2 id="robustness">Robustness (afpbench extension; not in the paper)</h2>', _table("robustness-table", top + sub, rows)]
     if board.robustness:
         rows = [
-            f'<tr class="measured">{_td(r.detector, r.detector.lower(), "text")}{_td(r.suite, r.suite, "text")}'
+            f'<tr class="measured">{_name_td(r.detector, board)}{_td(r.suite, r.suite, "text")}'
             f"{_num_td(r.clean_auc)}{_num_td(r.robust_auc)}{_num_td(r.drop, signed(r.drop))}</tr>"
             for r in board.robustness
         ]

@@ -11,6 +11,7 @@ from afpbench.leaderboard._format import (
     counts,
     measured,
     metric3,
+    noncommercial,
     num,
     ordered,
     pct,
@@ -41,6 +42,10 @@ def _source(e: LeaderboardEntry, n_all: int) -> str:
     if e.other_build:
         text += f", {OTHER_BUILD}: {', '.join(e.other_build)}"
     return text
+
+
+def _name(det: str, nc: set[str]) -> str:
+    return det + (" (NC)" if det in nc else "")
 
 
 def _column(board: Leaderboard, name: str) -> str:
@@ -81,13 +86,13 @@ def render_markdown(board: Leaderboard) -> str:
         head = ["Detector"] + [f"{s} avg / held-out / AUC" for s in ["clean", *board.suites]]
         lines += [_row(head), _rule(len(head))]
         for det, groups in robustness_groups(board).items():
-            lines.append(_row([det] + [" / ".join(groups.get(s, (DASH, DASH, DASH))) for s in ["clean", *board.suites]]))
+            lines.append(_row([_name(det, noncommercial(board))] + [" / ".join(groups.get(s, (DASH, DASH, DASH))) for s in ["clean", *board.suites]]))
     if board.robustness:
         lines += [
             "", "## Clean vs robust AUC (mean over fake sets; chain = chained degradations)", "",
             _row(["Detector", "Suite", "Clean AUC", "Robust AUC", "Drop"]), _rule(5),
         ]
-        lines += [_row([r.detector, r.suite, num(r.clean_auc), num(r.robust_auc), signed(r.drop)]) for r in board.robustness]
+        lines += [_row([_name(r.detector, noncommercial(board)), r.suite, num(r.clean_auc), num(r.robust_auc), signed(r.drop)]) for r in board.robustness]
         lines += ["", "![Clean vs robust AUC](robustness.png)"]
     lines += _audit(board)
     if board.notes:
@@ -107,7 +112,7 @@ def _views(board: Leaderboard) -> list[str]:
     lines += [_row(head), _rule(len(head))]
     for det in dets:
         native = next((d.native_auc for c in board.views for d in c.detectors if d.detector == det), None)
-        cells = [det, num(native)]
+        cells = [_name(det, noncommercial(board)), num(native)]
         for c in board.views:
             row = next((d for d in c.detectors if d.detector == det), None)
             if row is None:
@@ -123,7 +128,7 @@ def _views(board: Leaderboard) -> list[str]:
         )
         flagged = [d.detector for d in c.detectors if d.flagged]
         if flagged:
-            lines.append(f"- ▼ under {c.view.name}: {', '.join(flagged)} lose more than {c.drop_flag} mean AUC.")
+            lines.append(f"- ▼ under {c.view.name} (mean AUC drops by more than {c.drop_flag}): {', '.join(flagged)}.")
     return lines
 
 
