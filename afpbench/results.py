@@ -126,6 +126,21 @@ class PerturbationInfo(_Model):
     seed: int = Field(description="Suite seed; each image's seed derives from it and the row id.")
     ops: list[dict[str, Any]] = Field(description="The operations in order, each {kind, param}.")
     extension: bool = Field(True, description="Always true: the paper has no robustness experiments.")
+    families: dict[str, list[float]] | None = Field(
+        None, description="Chain suite only: the operation families drawn from, each with its parameter range [low, high] (each image's drawn chain is in its predictions)."
+    )
+    length: list[int] | None = Field(None, description="Chain suite only: the range [min, max] of operations drawn per image.")
+
+
+class ViewInfo(_Model):
+    """An evaluation view: the stored bytes harmonised before decoding (afpbench.views)."""
+
+    name: str = Field(description="View name as given to --view (native, jpeg:Q, codec-matched, size-matched, crop:N).")
+    kind: str = Field(description="The view without its parameter (native, jpeg, codec-matched, size-matched, crop).")
+    param: int | None = Field(None, description="The view's parameter (JPEG quality, crop size), null when it has none.")
+    seed: int = Field(0, description="Seed of the per-row draws of the matched views.")
+    rows: Literal["all", "fakes", "none"] | None = Field(None, description="Which rows the view rewrites: all, only the fakes (matched views) or none (native).")
+    pool: dict[str, Any] | None = Field(None, description="What the matched views drew from: the real pool's sets, image count, formats and JPEG qualities.")
 
 
 class ThresholdPolicy(_Model):
@@ -168,6 +183,9 @@ class DatasetInfo(_Model):
     recipe_name: str | None = Field(None, description="Recipe the set was built from.")
     recipe_version: int | None = Field(None, description="Recipe version the set was built from.")
     fingerprint: str = Field(description="Dataset fingerprint from its manifest.")
+    recipe_fingerprint: str | None = Field(
+        None, description="Recipe fingerprint from its manifest: equal for any faithful rebuild of the recipe (null in files written before it was recorded)."
+    )
     rows_total: Count = Field(description="Rows in the dataset.")
     rows_evaluated: Count = Field(description="Rows evaluated (less than rows_total only with --limit).")
     predictions: PredictionsFileInfo = Field(description="The per-image predictions of this set.")
@@ -269,6 +287,7 @@ class ResultsFile(_Model):
     detector: DetectorInfo = Field(description="The detector and its weights.")
     profile: str | None = Field(None, description="Benchmark profile (v3, v1) or null for a custom list of sets.")
     perturbation: PerturbationInfo | None = Field(None, description="Robustness perturbation applied (null = clean images).")
+    view: ViewInfo | None = Field(None, description="Evaluation view the images were scored under (null = native: the stored bytes).")
     threshold: ThresholdPolicy = Field(description="How predictions were derived from scores.")
     bootstrap: BootstrapInfo = Field(description="Bootstrap settings of every interval.")
     run: RunInfo = Field(description="Device, batching, throughput and memory of the run.")
@@ -282,31 +301,141 @@ class LeaderboardSet(_Model):
     """A column of the leaderboard."""
 
     name: str = Field(description="Set name.")
-    role: str = Field(description="held-in or held-out.")
+    role: Literal["held-in", "held-out"] = Field(description="Role of the set in the profile (or in the evaluation, for custom sets).")
     label: str = Field(description="real, fake or mixed.")
     family: str | None = Field(None, description="Generator family.")
     recipe_version: int | None = Field(None, description="Recipe version of the measured data (null if only reported).")
-    fingerprint: str | None = Field(None, description="Fingerprint shared by every measured entry (null if only reported).")
+    fingerprint: str | None = Field(None, description="Content fingerprint of the build most measured entries used (null if only reported).")
+    recipe_fingerprint: str | None = Field(None, description="Recipe fingerprint of the measured builds (null when not recorded); with --same-recipe every build of the column shares it.")
+
+
+class PairSummary(_Model):
+    """Threshold-free metrics of a fake set against the real pool (the pair's, or their means over an entry's fake sets)."""
+
+    auc: Metric | None = Field(None, description="Area under the ROC curve (fake = positive).")
+    ap: Metric | None = Field(None, description="Average precision (fake = positive).")
+    eer: Metric | None = Field(None, description="Equal error rate (lower is better).")
+    tpr_at_fpr_1: Metric | None = Field(None, description="Best TPR among thresholds with FPR <= 1%.")
+    tpr_at_fpr_5: Metric | None = Field(None, description="Best TPR among thresholds with FPR <= 5%.")
+
+
+def _legacy_threshold(value: Any) -> Any:
+    """Leaderboards written before thresholds were typed stored them as text ('fixed 0.5')."""
+    if isinstance(value, str):
+        kind, _, number = value.partition(" ")
+        try:
+            return {"kind": kind, "value": float(number), "source": "recorded as text by an earlier afpbench"}
+        except ValueError:
+            return value  # left for validation to refuse
+    return value
 
 
 class LeaderboardEntry(_Model):
-    """A row: one detector (x perturbation), measured here or reported by the paper."""
+    """A row: one detector (x view x perturbation), measured here or reported by the paper."""
 
     detector: str = Field(description="Detector name[.tag], or the method's name in the paper's table.")
     source: Literal["measured", "reported"] = Field(description="measured: computed by afpbench from predictions; reported: copied from the paper.")
+    view: ViewInfo | None = Field(None, description="Evaluation view of a measured entry (null = native: the stored bytes).")
     perturbation: str | None = Field(None, description="Perturbation suite (null = clean images).")
     per_set: dict[str, Metric] = Field(description="Per-set accuracy (fraction), keyed by set name.")
     average_all: Metric | None = Field(description="Mean accuracy over all sets of the profile.")
     average_held_out: Metric | None = Field(description="Mean accuracy over the held-out sets.")
     families: dict[str, Fraction] = Field(default_factory=dict, description="Mean accuracy per family of sets.")
-    pairs: dict[str, dict[str, Metric]] = Field(default_factory=dict, description="Threshold-free metrics per fake set (measured entries only).")
-    mean_auc: Fraction | None = Field(None, description="Mean pair AUC over fake sets (measured entries only).")
-    threshold: str | None = Field(None, description="Threshold policy (kind and value) of a measured entry.")
+    pairs: dict[str, PairSummary] = Field(default_factory=dict, description="Threshold-free metrics per fake set (measured entries only).")
+    pair_means: PairSummary | None = Field(None, description="Plain means of the threshold-free metrics over the fake sets (values only; measured entries only).")
+    mean_auc: Fraction | None = Field(None, description="Mean pair AUC over fake sets (measured entries only; the same number as pair_means.auc).")
+    threshold: ThresholdPolicy | None = Field(None, description="Threshold policy of a measured entry.")
+    noncommercial: bool = Field(False, description="The detector's card says its licence does not allow commercial use; tables flag the row.")
+    other_build: list[str] = Field(
+        default_factory=list, description="Sets this entry was evaluated on another build of (same recipe fingerprint, different content; only with --same-recipe)."
+    )
     weights_sha256: str | None = Field(None, description="Weights hash of a measured entry.")
     results_file: str | None = Field(None, description="Results file of a measured entry (as given).")
     results_sha256: str | None = Field(None, description="sha256 of that results file.")
     images_per_second: float | None = Field(None, ge=0.0, description="Throughput of the measured run.")
     n_sets: Count = Field(description="Sets this entry has a number for (fewer than the columns when partial).")
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _typed_threshold(cls, value: Any) -> Any:
+        return _legacy_threshold(value)
+
+
+class RankCorrelation(_Model):
+    """Kendall's tau between the detectors' native and view mean AUCs, with a bootstrap interval."""
+
+    value: float | None = Field(ge=-1.0, le=1.0, description="Kendall's tau-b (scipy.stats.kendalltau); null with fewer than two detectors or no variation.")
+    ci_low: float | None = Field(None, ge=-1.0, le=1.0, description="Lower end of the bootstrap interval.")
+    ci_high: float | None = Field(None, ge=-1.0, le=1.0, description="Upper end of the bootstrap interval.")
+    n_detectors: Count = Field(description="Detectors measured both native and under the view.")
+    resampled: list[str] = Field(description="The fake sets resampled with replacement (every detector's mean AUC is recomputed over each resample).")
+    n_resamples: int = Field(ge=1, description="Bootstrap resamples.")
+    seed: int = Field(description="Seed of the resampling generator.")
+    confidence: float = Field(gt=0.0, lt=1.0, description="Confidence level of the interval.")
+
+
+class ViewDetector(_Model):
+    """One detector's mean AUC native and under a view."""
+
+    detector: str = Field(description="Detector name[.tag].")
+    native_auc: Fraction | None = Field(description="Mean pair AUC over the compared fake sets, native.")
+    view_auc: Fraction | None = Field(description="Mean pair AUC over the same fake sets under the view.")
+    drop: float | None = Field(description="native_auc - view_auc (positive: the view lowered the AUC).")
+    flagged: bool = Field(description="The AUC drops by more than the comparison's drop_flag under the view.")
+
+
+class ViewComparison(_Model):
+    """Native against one view: every detector side by side, and how far the ranking moves."""
+
+    view: ViewInfo = Field(description="The view.")
+    fake_sets: list[str] = Field(description="Fake sets every compared detector has a pair AUC for, native and under the view (the means run over these).")
+    drop_flag: float = Field(description="A detector is flagged when its mean AUC drops by more than this.")
+    detectors: list[ViewDetector] = Field(description="Detectors measured native and under the view, best native AUC first.")
+    kendall_tau: RankCorrelation = Field(description="Rank correlation of the native and view mean AUCs.")
+
+
+class RobustnessRow(_Model):
+    """One detector's clean and perturbed mean AUC under one suite (native view)."""
+
+    detector: str = Field(description="Detector name[.tag].")
+    suite: str = Field(description="Perturbation suite (chain: the chained degradations).")
+    clean_auc: Fraction | None = Field(description="Mean pair AUC on the clean images.")
+    robust_auc: Fraction | None = Field(description="Mean pair AUC under the suite.")
+    drop: float | None = Field(description="clean_auc - robust_auc.")
+
+
+class AuditShortcut(_Model):
+    """AUC of a classifier that sees one shortcut feature only (from afpbench audit)."""
+
+    value: Fraction = Field(description="Out-of-fold AUC.")
+    ci_low: Fraction = Field(description="Lower end of its bootstrap interval.")
+    ci_high: Fraction = Field(description="Upper end of its bootstrap interval.")
+    flagged: bool = Field(description="The whole interval lies above the audit's flag level.")
+
+
+class AuditPairSummary(_Model):
+    """One fake set of the audit against its real pool."""
+
+    fake: str = Field(description="The fake set.")
+    real: list[str] = Field(description="The real pool it was audited against.")
+    n_fake: Count = Field(description="Fake images read.")
+    n_real: Count = Field(description="Real images read.")
+    flagged: bool = Field(description="Any shortcut flagged.")
+    summary: str = Field(description="One sentence on what differs between the fakes and the reals (empty when nothing is flagged).")
+    shortcuts: dict[str, AuditShortcut] = Field(description="Shortcut name -> AUC, in the audit's order (format, jpeg_quality, ..., all).")
+    plots: list[str] = Field(default_factory=list, description="The audit's plots of this pair, copied into the site (paths relative to it).")
+
+
+class LeaderboardAudit(_Model):
+    """The shortcut audit shown with the leaderboard (afpbench audit, given with --audit)."""
+
+    file: str = Field(description="The audit.json given (as given).")
+    sha256: str = Field(pattern=_SHA256, description="sha256 of that file.")
+    created: str = Field(description="When the audit ran.")
+    real_pool: list[str] = Field(description="Real sets pooled against every fake set.")
+    flag_auc: Fraction = Field(description="A shortcut is flagged when its AUC interval lies entirely above this.")
+    shortcuts: list[str] = Field(description="The shortcuts, in table order.")
+    pairs: list[AuditPairSummary] = Field(description="Audited fake sets that are columns of this leaderboard.")
 
 
 class Leaderboard(_Model):
@@ -318,8 +447,14 @@ class Leaderboard(_Model):
     afpbench_version: str = Field(description="afpbench version that built it.")
     profile: str | None = Field(None, description="Benchmark profile of every entry (null for custom sets).")
     sets: list[LeaderboardSet] = Field(description="Columns, in profile order.")
+    families: list[str] = Field(default_factory=list, description="Families of the columns (a set without one is 'other'), sorted: the per-family table's columns.")
     suites: list[str] = Field(default_factory=list, description="Perturbation suites present (robustness column groups).")
     entries: list[LeaderboardEntry] = Field(description="Rows; measured and reported rows are told apart by 'source'.")
+    views: list[ViewComparison] = Field(default_factory=list, description="Native against each evaluation view present (afpbench extension).")
+    robustness: list[RobustnessRow] = Field(default_factory=list, description="Clean against perturbed mean AUC per detector and suite (afpbench extension).")
+    audit: LeaderboardAudit | None = Field(None, description="The shortcut audit given with --audit.")
+    gallery: str | None = Field(None, description="The sets gallery page in the site (sets.html) when built with --data; column headers link to it.")
+    same_recipe: bool = Field(False, description="True when some entries were evaluated on another build of a set's recipe (accepted only with --same-recipe; those entries list the sets in other_build).")
     notes: list[str] = Field(default_factory=list, description="Remarks shown with the table.")
 
 
