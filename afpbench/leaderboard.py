@@ -40,6 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from afpbench import __version__
+from afpbench._util.hashing import sha256_file
 from afpbench._util.io import remove
 from afpbench._util.locking import lock_scope
 from afpbench.errors import AfpbenchError
@@ -51,14 +52,11 @@ from afpbench.results import (
     MetricsBlock,
     Predictions,
     ResultsFile,
-    compute_metrics,
     dump_json,
-    label_name,
     load_results,
-    predict,
     read_predictions,
-    sha256_file,
 )
+from afpbench.scoring import compute_metrics, label_name, predict
 
 _PAIR_KEYS = ("auc", "ap", "eer", "tpr_at_fpr_1", "tpr_at_fpr_5")
 
@@ -185,11 +183,11 @@ def _recompute(job: tuple[Path, ResultsFile]) -> tuple[dict[str, Predictions], M
             problem = f"holds predictions of set '{p.name}', not '{d.name}'"
         elif len(p.ids) != d.predictions.rows:
             problem = f"holds {len(p.ids)} rows, the results file says {d.predictions.rows}"
-        elif meta.get("fingerprint") != d.fingerprint:
+        elif meta.fingerprint != d.fingerprint:
             problem = "was made on another build of the set (its fingerprint differs from the results file's)"
-        elif meta.get("detector") not in (None, r.detector.full_name):
-            problem = f"holds predictions of detector {meta.get('detector')}, not {r.detector.full_name}"
-        elif r.run.evaluation_id and meta.get("evaluation_id") != r.run.evaluation_id:
+        elif meta.detector != r.detector.full_name:
+            problem = f"holds predictions of detector {meta.detector}, not {r.detector.full_name}"
+        elif r.run.evaluation_id and meta.evaluation_id != r.run.evaluation_id:
             problem = "comes from another evaluation than the results file (evaluation ids differ)"
         elif label_name(p.labels) != d.label:
             problem = f"holds {label_name(p.labels)} labels, the results file says {d.label}"

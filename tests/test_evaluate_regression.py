@@ -32,8 +32,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from afpbench.harness import EvalConfig, evaluate, score_predictions
+from afpbench.evaluate import EvalConfig, evaluate
 from afpbench.results import PREDICTIONS_META_KEY, load_results
+from afpbench.scoring import score_predictions
 
 FIXTURE = Path(__file__).resolve().parent / "testdata" / "evaluate-v1"
 SETS = ("coco", "flickr", "sd2", "sdxl", "calib")
@@ -55,7 +56,7 @@ PER_RUN_RESULTS = ("created", "afpbench_version", "git", "environment")
 PER_RUN_RUN = ("evaluation_id", "wall_seconds", "images_per_second", "score_seconds", "verify_seconds", "peak_rss_bytes", "peak_gpu_memory_bytes", "torch_threads")
 
 
-def _run(name: str, data: Path, out: Path) -> list[Path]:
+def _run(name: str, data: Path, out: Path) -> list:
     return evaluate(EvalConfig(data=[data], out=out, progress=False, **RUNS[name]))
 
 
