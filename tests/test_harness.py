@@ -202,6 +202,17 @@ def test_score_recomputes_the_same_metrics(toy_module, data_dir, tmp_path):
     out = runner.invoke(cli, ["score", str(path.parent), "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output) == json.loads(res.metrics.model_dump_json())
+    # ... and they are the predictions' own numbers, computed here independently
+    # (scikit-learn): per-set accuracy, and the AUC of sd2 against the coco+flickr pool.
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    scored = json.loads(out.output)
+    preds = {p.stem: read_predictions(p) for p in (path.parent / "predictions").glob("*.parquet")}
+    for name, p in preds.items():
+        assert scored["per_set"][name]["accuracy"]["value"] == pytest.approx(accuracy_score(p.labels, p.preds), abs=1e-12)
+    pool = [preds["coco"], preds["flickr"], preds["sd2"]]
+    auc = roc_auc_score(np.concatenate([p.labels for p in pool]), np.concatenate([p.scores for p in pool]))
+    assert next(x for x in scored["pairs"] if x["fake"] == "sd2")["auc"]["value"] == pytest.approx(auc, abs=1e-12)
     # Files one by one, in another order: same numbers.
     files = sorted((path.parent / "predictions").glob("*.parquet"), reverse=True)
     out2 = runner.invoke(cli, ["score", *map(str, files), "--json"])
