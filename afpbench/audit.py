@@ -11,7 +11,7 @@ measures that risk before any detector runs:
   subsampling, progressive flag, EXIF and ICC presence, width, height, aspect ratio,
   file bytes and bits per pixel;
 * per fake set against the profile's real pool (the pairing rule of the threshold-free
-  metrics, :func:`afpbench.results.default_real_pool`): the distributions side by side and
+  metrics, :func:`afpbench.scoring.default_real_pool`): the distributions side by side and
   the cross-fitted AUC, with a bootstrap interval, of a one-feature classifier for each
   shortcut (format, JPEG quality, pixel count, aspect ratio, bits per pixel) and of one
   classifier on all of them. A pair whose shortcut AUC has its whole interval above
