@@ -335,6 +335,8 @@ def test_limit_and_input_errors(toy_module, data_dir, tmp_path):
         evaluate(_cfg(data_dir, tmp_path / "nan", [mod.Toy(nan=True)]))
     with pytest.raises(AfpbenchError, match="same results folder"):
         evaluate(_cfg(data_dir, tmp_path, [mod.Toy(), mod.Toy(gain=3.0)]))
+    with pytest.raises(AfpbenchError, match=r"object is not a detector evaluate can run \(no name, full_name, .*describe\); implement afpbench.detectors.base.Scorer"):
+        evaluate(_cfg(data_dir, tmp_path / "none", [object()]))
     runner = CliRunner()
     bad = runner.invoke(cli, ["evaluate", "--detector", "toy", "--weights", "a", "--weights", "b", "--data", str(data_dir)])
     assert isinstance(bad.exception, AfpbenchError) and "at most one --weights per detector" in str(bad.exception)

@@ -87,8 +87,8 @@ def _run(cfg: EvalConfig, bootstrap: Any, pg: ProcessGroup) -> list[Evaluation]:
     _check_set_options(cfg, names)
     sets, verify_seconds = open_sets([(n, roles[n]) for n in names] + [(n, "calibration") for n in cfg.calibrate_on], cfg.data, cfg.limit, pg)
     perts = _perturbations(cfg)
-    # Under a launcher, "cuda" means this rank's GPU, as "auto" does.
-    device = resolve_device("auto" if (pg.device and cfg.device == "cuda") else cfg.device, pg.device)
+    # Under a launcher, "cuda" means this rank's device, as "auto" does (CPU for a gloo launch).
+    device = resolve_device("auto" if (pg.distributed and cfg.device == "cuda") else cfg.device, pg.device)
     detectors = pipeline.load_detectors(cfg, device)
     jobs = [Job(d, p, det, weights, pert, cfg.out) for d, (det, weights) in enumerate(detectors) for p, pert in enumerate(perts)]
     for job in jobs:

@@ -9,7 +9,6 @@ final files are written the parts are obsolete (:func:`remove_cache`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from afpbench._util.hashing import sha256_bytes
 from afpbench.errors import AfpbenchError
 from afpbench.evaluate.config import DEFAULT_FLUSH_SECONDS
 
@@ -42,7 +42,7 @@ def cache_key(detector: DetectorInfo, fingerprint: str, perturbation: Perturbati
         sort_keys=True,
         default=str,
     )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return sha256_bytes(blob.encode())[:16]
 
 
 def cache_dir(folder: Path, set_name: str, key: str) -> Path:
