@@ -35,6 +35,7 @@ from afpbench.results import ResultsFile
 
 if TYPE_CHECKING:  # pragma: no cover
     from afpbench._util.runtime import ProcessGroup
+    from afpbench.metrics import BootstrapConfig
     from afpbench.perturb import Perturbation
 
 
@@ -76,7 +77,7 @@ def evaluate(cfg: EvalConfig) -> list[Evaluation]:
         return _run(cfg, bootstrap, pg)
 
 
-def _run(cfg: EvalConfig, bootstrap: Any, pg: ProcessGroup) -> list[Evaluation]:
+def _run(cfg: EvalConfig, bootstrap: BootstrapConfig, pg: ProcessGroup) -> list[Evaluation]:
     from afpbench._util.devices import resolve_device
     from afpbench.envinfo import peak_rss_bytes
     from afpbench.evaluate import pipeline
