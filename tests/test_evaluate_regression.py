@@ -6,7 +6,8 @@ inputs) and the predictions and results files that ``evaluate`` wrote for the ru
 ``RUNS`` (``results/<run>/<detector>/``). The test evaluates the same runs again and
 requires the same output, except for the fields below that differ on every run by design.
 
-Per-run fields, the only ones ignored:
+Predictions files are compared by their columns (values and types) and their afpbench
+metadata; results files field by field, in order. Per-run fields, the only ones ignored:
 - predictions metadata: ``evaluation_id`` (a fresh id per evaluate call);
 - results.json: ``created``, ``afpbench_version``, ``git``, ``environment`` (when, by which
   install), ``run.evaluation_id``, the timings and memory (``run.wall_seconds``,
@@ -60,14 +61,15 @@ def _run(name: str, data: Path, out: Path) -> list:
     return evaluate(EvalConfig(data=[data], out=out, progress=False, **RUNS[name]))
 
 
-def _without_per_run(results: dict) -> dict:
+def _with_per_run_of(results: dict, other: dict) -> dict:
+    """``results`` with the per-run fields of ``other`` (in place, so the key order stays)."""
     r = copy.deepcopy(results)
     for key in PER_RUN_RESULTS:
-        r.pop(key)
+        r[key] = other[key]
     for key in PER_RUN_RUN:
-        r["run"].pop(key)
-    for d in [*r["datasets"], *r["calibration"]]:
-        d["predictions"].pop("sha256")
+        r["run"][key] = other["run"][key]
+    for d, o in zip([*r["datasets"], *r["calibration"]], [*other["datasets"], *other["calibration"]]):
+        d["predictions"]["sha256"] = o["predictions"]["sha256"]
     return r
 
 
@@ -117,8 +119,8 @@ def test_results_are_the_kept_ones(rerun):
     for old_folder in _folders(FIXTURE / "results"):
         new_folder = rerun / old_folder.relative_to(FIXTURE / "results")
         old, new = json.loads((old_folder / "results.json").read_text()), json.loads((new_folder / "results.json").read_text())
-        assert list(new) == list(old)  # the same fields in the same order
-        assert _without_per_run(new) == _without_per_run(old), new_folder
+        # Compared as text: the same fields, in the same order, with the same values.
+        assert json.dumps(_with_per_run_of(new, old), indent=2) == json.dumps(old, indent=2), new_folder
         for d in [*new["datasets"], *new["calibration"]]:  # the hashes are of the new files
             assert d["predictions"]["sha256"] == hashlib.sha256((new_folder / d["predictions"]["path"]).read_bytes()).hexdigest()
 
