@@ -11,7 +11,7 @@ measures that risk before any detector runs:
   subsampling, progressive flag, EXIF and ICC presence, width, height, aspect ratio,
   file bytes and bits per pixel;
 * per fake set against the profile's real pool (the pairing rule of the threshold-free
-  metrics, :func:`afpbench.results.default_real_pool`): the distributions side by side and
+  metrics, :func:`afpbench.scoring.default_real_pool`): the distributions side by side and
   the cross-fitted AUC, with a bootstrap interval, of a one-feature classifier for each
   shortcut (format, JPEG quality, pixel count, aspect ratio, bits per pixel) and of one
   classifier on all of them. A pair whose shortcut AUC has its whole interval above
@@ -426,31 +426,12 @@ class AuditConfig:
     limit: int | None = None
 
 
-def locate_sets(data: Sequence[Path], datasets: list[str] | None = None, profile: str | None = None) -> tuple[list[str], dict[str, str], str | None, dict[str, Path]]:
-    """Set names, roles, profile and folders from data folders or set folders: evaluate's rules.
-
-    A DATA entry holding ``manifest.json`` is itself a set; any other is a folder of sets.
-    """
-    from afpbench.harness import EvalConfig, _find_set, resolve_sets
-
-    data = [Path(d) for d in data]
-    direct = {p.name: p for p in data if (p / "manifest.json").is_file()}
-    parents = [p for p in data if p not in direct.values()]
-    for p in parents:
-        if not p.is_dir():
-            raise AfpbenchError(f"{p} is not a folder; pass data folders (one folder per set inside) or set folders.")
-    names_cfg = list(direct) if (direct and not datasets and not profile) else datasets
-    ecfg = EvalConfig(detectors=[], data=parents or [d.parent for d in direct.values()], datasets=names_cfg, profile=profile)
-    names, roles, prof = resolve_sets(ecfg)
-    folders = {n: direct[n] if n in direct else _find_set(n, parents) for n in names}
-    return names, roles, prof, folders
-
-
 def audit(cfg: AuditConfig) -> AuditReport:
     """Audit every set's encoding and score the shortcuts of every fake set vs the real pool."""
     from afpbench import __version__
+    from afpbench.evaluate.sets import locate_sets
     from afpbench.metrics import BootstrapConfig, pair_metrics
-    from afpbench.results import default_real_pool
+    from afpbench.scoring import default_real_pool
 
     if cfg.folds < 2:
         raise AfpbenchError(f"--folds must be at least 2 (got {cfg.folds}).")
@@ -642,5 +623,5 @@ def _save(fig: Any, path: Path, write: Any) -> Path:
 
 __all__ = [
     "AuditConfig", "AuditReport", "PairAudit", "SetProfile", "ImageFeatures", "audit", "image_features", "estimate_jpeg_quality",
-    "ijg_tables", "load_audit", "locate_sets", "audit_schema", "render_markdown", "FLAG_AUC", "SHORTCUTS",
+    "ijg_tables", "load_audit", "audit_schema", "render_markdown", "FLAG_AUC", "SHORTCUTS",
 ]

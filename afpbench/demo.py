@@ -277,7 +277,7 @@ def _train(train_dir: Path, models: Path, size: DemoSize, cfg: DemoConfig, echo)
 
 def _evaluate(data: Path, results_dir: Path, trained: dict[str, dict[str, Any]], size: DemoSize, cfg: DemoConfig, echo) -> list[Path]:
     from afpbench.detectors import load_detector
-    from afpbench.harness import EvalConfig, evaluate
+    from afpbench.evaluate import EvalConfig, evaluate
 
     dets = [load_detector("constant.real"), load_detector("constant.fake"), load_detector("random")]
     for name in ("format", "spectral", "efficientnet", "antifakeprompt", "instructblip"):
@@ -290,7 +290,7 @@ def _evaluate(data: Path, results_dir: Path, trained: dict[str, dict[str, Any]],
         batch_size=16, device="cpu", progress=not cfg.quiet, num_workers=0,
         command=["afpbench", "demo"] + (["--check"] if cfg.check else []),
     )
-    files = evaluate(ecfg)
+    files = [ev.path for ev in evaluate(ecfg)]
     echo(f"      {len(files)} results files under {results_dir}")
     return files
 

@@ -48,3 +48,24 @@ def git_state(path: Path | None = None) -> tuple[str | None, bool | None]:
         return commit.stdout.strip(), bool(dirty.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return None, None
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process.
+
+    Linux: VmHWM of /proc/self/status. ``ru_maxrss`` is not used there because it keeps
+    the high-water mark of the parent's memory across fork + exec, so a small child of a
+    big process would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource  # POSIX only; Windows has neither this nor /proc
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)

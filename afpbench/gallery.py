@@ -117,9 +117,9 @@ def _thumbnail(data: bytes, side: int) -> bytes:
 def build_gallery(cfg: GalleryConfig) -> Gallery:
     """Sample, thumbnail and render every set; swap the new page in atomically."""
     from afpbench._util.io import atomic_write_text
-    from afpbench.audit import locate_sets
     from afpbench.dataset import open_dataset
-    from afpbench.results import default_real_pool
+    from afpbench.evaluate.sets import locate_sets
+    from afpbench.scoring import default_real_pool
 
     if cfg.per_set < 1:
         raise AfpbenchError(f"--per-set must be at least 1 (got {cfg.per_set}).")

@@ -1,30 +1,32 @@
-"""Results and leaderboard files: versioned pydantic models, predictions I/O, metrics.
+"""Results, predictions and leaderboard files: versioned pydantic models and their I/O.
 
 A results file (``<results>/<detector[.tag]>[@<perturbation>]/results.json``) holds one
 detector's numbers on a list of sets with everything needed to trust and reproduce them:
 versions, git commit, environment, weights hash, dataset fingerprints, threshold policy,
 perturbation, bootstrap settings, throughput and the hashes of the per-image predictions
-it was computed from. ``afpbench score`` recomputes the metrics from those predictions
-alone (:func:`compute_metrics` is the one code path for both).
+it was computed from. Each predictions file (parquet: id, label, score, pred) carries a
+:class:`PredictionsMeta` in its schema metadata, so ``afpbench score`` recomputes the
+metrics from those files alone (:mod:`afpbench.scoring` computes them for both).
 
-Every model has ``schema_version`` first; readers refuse files written by a newer
-schema. The JSON Schema files are exported into ``afpbench/schemas/`` (shipped in the
-wheel) and ``docs/schemas/`` by :func:`export_schemas`. Only pydantic and numpy are
-imported at module level (pyarrow inside the predictions functions).
+Every file model has ``schema_version`` first; readers refuse files written by a newer
+schema and validate the rest (no silent defaults for a missing field). The JSON Schema
+files are exported into ``afpbench/schemas/`` (shipped in the wheel) and ``docs/schemas/``
+by :func:`export_schemas`. Only pydantic and numpy are imported at module level (pyarrow
+inside the predictions functions).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Sequence
+from typing import Annotated, Any, Literal, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from afpbench.detectors.base import DetectorCard
 from afpbench.errors import AfpbenchError
 
 #: Bump on any incompatible change to the results or leaderboard JSON.
@@ -91,19 +93,33 @@ class GitInfo(_Model):
     dirty: bool | None = Field(None, description="True when the checkout had uncommitted changes.")
 
 
+#: The packages results files written before ``Environment.packages`` recorded one field each.
+_LEGACY_PACKAGE_FIELDS = ("numpy", "torch", "transformers", "diffusers", "datasets", "accelerate")
+
+
 class Environment(_Model):
     """Library versions and hardware the numbers were produced with."""
 
     python: str = Field(description="Python version.")
     platform: str = Field(description="Operating system and machine.")
-    numpy: str | None = Field(None, description="numpy version.")
-    torch: str | None = Field(None, description="torch version (null if not installed).")
-    transformers: str | None = Field(None, description="transformers version.")
-    diffusers: str | None = Field(None, description="diffusers version.")
-    datasets: str | None = Field(None, description="datasets version.")
-    accelerate: str | None = Field(None, description="accelerate version.")
+    packages: dict[str, str | None] = Field(
+        default_factory=dict, description="Version of each package of the stack (afpbench.envinfo.PACKAGES), null when not installed."
+    )
     cuda: str | None = Field(None, description="CUDA version torch was built with (null for CPU builds).")
     gpu_name: str | None = Field(None, description="Name of the GPU used (null on CPU).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _packages_of_older_files(cls, data: Any) -> Any:
+        # Files written by 0.1.0 before `packages` existed hold numpy, torch, ... as fields.
+        if isinstance(data, dict) and any(k in data for k in _LEGACY_PACKAGE_FIELDS):
+            data = dict(data)
+            packages = dict(data.get("packages") or {})
+            for k in _LEGACY_PACKAGE_FIELDS:
+                if k in data:
+                    packages.setdefault(k, data.pop(k))
+            data["packages"] = packages
+        return data
 
 
 class DetectorInfo(_Model):
@@ -115,7 +131,7 @@ class DetectorInfo(_Model):
     arguments: dict[str, Any] = Field(default_factory=dict, description="The detector's construction arguments.")
     weights: str | None = Field(None, description="Weights path or reference given by the user, if any.")
     weights_sha256: str | None = Field(None, description="sha256 of the weights actually loaded (null for weightless detectors).")
-    card: dict[str, Any] | None = Field(None, description="The detector's card (paper, license, notes), when it provides one.")
+    card: DetectorCard | None = Field(None, description="The detector's card (paper, license, weights, preprocessing, notes), when it provides one.")
 
 
 class PerturbationInfo(_Model):
@@ -296,6 +312,34 @@ class ResultsFile(_Model):
     metrics: MetricsBlock = Field(description="Every metric, with confidence intervals.")
 
 
+class PredictionsMeta(_Model):
+    """What a predictions file says about its scores (stored in the parquet schema metadata)."""
+
+    schema_version: int = Field(SCHEMA_VERSION, description="Version of this schema; readers refuse newer versions.")
+    dataset: str = Field(description="The set the predictions are of.")
+    position: Count = Field(description="Position of the set in the evaluation's order (score lists the sets in it).")
+    role: Literal["held-in", "held-out", "calibration"] = Field(description="Role of the set in the evaluation.")
+    label: Literal["real", "fake", "mixed"] = Field(description="Class of the set's images.")
+    family: str | None = Field(description="Generator family of the set.")
+    fingerprint: str = Field(description="Dataset fingerprint from its manifest.")
+    recipe: dict[str, Any] = Field(description="The recipe reference of the set's manifest (empty when it has none).")
+    rows_total: Count = Field(description="Rows in the dataset.")
+    rows_evaluated: Count = Field(description="Rows evaluated (less than rows_total only with --limit).")
+    limit: int | None = Field(description="--limit of the evaluation (null = every row).")
+    detector: str = Field(description="name[.tag] of the detector that scored the set.")
+    weights_sha256: str | None = Field(description="sha256 of the detector's weights (null for weightless detectors).")
+    perturbation: PerturbationInfo | None = Field(description="Robustness perturbation applied (null = clean images).")
+    view: ViewInfo | None = Field(None, description="Evaluation view the stored bytes were read through (null = native).")
+    threshold: ThresholdPolicy = Field(description="How the predictions were derived from the scores.")
+    real_pool: list[str] | None = Field(description="--real-pool of the evaluation (null = the default rule).")
+    bootstrap: BootstrapInfo = Field(description="Bootstrap settings of the evaluation.")
+    profile: str | None = Field(description="Benchmark profile (null for a custom list of sets).")
+    cache_key: str = Field(description="Key of the score cache (detector, arguments, weights, data, perturbation) the scores belong to.")
+    evaluation_id: str | None = Field(
+        None, description="Id of the evaluate call that wrote the file, as in its results file (absent in files written before ids were recorded)."
+    )
+
+
 # -- leaderboard ---------------------------------------------------------------------------
 class LeaderboardSet(_Model):
     """A column of the leaderboard."""
@@ -469,16 +513,14 @@ def _check_version(data: Any, path: Path, what: str) -> None:
         )
 
 
-def _validate(model: type[BaseModel], data: Any, path: Path, what: str) -> Any:
+def _validate(model: type[BaseModel], data: Any, path: Path, what: str, fix: str = "regenerate it with afpbench") -> Any:
     _check_version(data, path, what)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise AfpbenchError(
-            f"{path} fails {what} schema validation at {where}: {first['msg']} ({exc.error_count()} error(s)); regenerate it with afpbench."
-        ) from None
+        raise AfpbenchError(f"{path} fails {what} schema validation at {where}: {first['msg']} ({exc.error_count()} error(s)); {fix}.") from None
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -519,9 +561,9 @@ def dump_json(model: BaseModel, path: Path) -> Path:
 
 
 def schemas() -> dict[str, dict[str, Any]]:
-    """The JSON Schemas of the results and leaderboard files."""
+    """The JSON Schemas of the results and leaderboard files and of the predictions metadata."""
     out = {}
-    for name, model in (("results", ResultsFile), ("leaderboard", Leaderboard)):
+    for name, model in (("results", ResultsFile), ("leaderboard", Leaderboard), ("predictions", PredictionsMeta)):
         schema = model.model_json_schema()
         schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"https://afpbench/schemas/{name}-v{SCHEMA_VERSION}.schema.json", **schema}
         out[name] = schema
@@ -529,7 +571,7 @@ def schemas() -> dict[str, dict[str, Any]]:
 
 
 def export_schemas(*folders: str | Path) -> list[Path]:
-    """Write ``results.schema.json`` and ``leaderboard.schema.json`` into each folder."""
+    """Write ``results.schema.json``, ``leaderboard.schema.json`` and ``predictions.schema.json`` into each folder."""
     written = []
     for folder in folders or (SCHEMAS_DIR,):
         folder = Path(folder)
@@ -541,34 +583,31 @@ def export_schemas(*folders: str | Path) -> list[Path]:
     return written
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # -- predictions -----------------------------------------------------------------------------
 @dataclass
 class Predictions:
-    """Per-image predictions of one set, with the metadata stored beside them."""
+    """Per-image predictions of one set, with the metadata stored beside them (None for
+    predictions that were never written to a file)."""
 
     ids: list[str]
     labels: np.ndarray
     scores: np.ndarray
     preds: np.ndarray
-    meta: dict[str, Any]
+    meta: PredictionsMeta | None = None
 
     @property
     def name(self) -> str:
-        return self.meta["dataset"]
+        if self.meta is None:
+            raise AfpbenchError("These predictions carry no metadata, so they name no set; read them from a predictions file.")
+        return self.meta.dataset
 
 
-def write_predictions(path: Path, ids: Sequence[str], labels: Sequence[int], scores: Sequence[float], preds: Sequence[int], meta: Mapping[str, Any]) -> str:
+def write_predictions(path: Path, ids: Sequence[str], labels: Sequence[int], scores: Sequence[float], preds: Sequence[int], meta: PredictionsMeta) -> str:
     """Write predictions (id, label, score, pred) as parquet with afpbench metadata; return the sha256."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from afpbench._util.hashing import sha256_file
 
     table = pa.table(
         {
@@ -578,7 +617,7 @@ def write_predictions(path: Path, ids: Sequence[str], labels: Sequence[int], sco
             "pred": pa.array(np.asarray(preds, dtype=np.int8), pa.int8()),
         }
     )
-    table = table.replace_schema_metadata({PREDICTIONS_META_KEY: json.dumps(dict(meta), sort_keys=True).encode()})
+    table = table.replace_schema_metadata({PREDICTIONS_META_KEY: json.dumps(meta.model_dump(mode="json"), sort_keys=True).encode()})
     from afpbench._util.io import replacing
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -604,12 +643,10 @@ def read_predictions(path: str | Path) -> Predictions:
     if raw is None or missing:
         raise AfpbenchError(f"{path} is not an afpbench predictions file (no metadata or missing columns); pass files written by afpbench evaluate.")
     try:
-        meta = json.loads(raw)
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise AfpbenchError(f"{path} has unreadable afpbench metadata (not JSON); evaluate again to rewrite it.") from None
-    _check_version(meta, path, "predictions")
-    if not isinstance(meta.get("dataset"), str):
-        raise AfpbenchError(f"{path} does not name its set in its afpbench metadata; evaluate again to rewrite it.")
+    meta = _validate(PredictionsMeta, data, path, "predictions", fix="evaluate again to rewrite it")
     kinds = {"id": pa.types.is_string, "label": pa.types.is_integer, "score": pa.types.is_floating, "pred": pa.types.is_integer}
     for col, ok in kinds.items():
         if not ok(table.schema.field(col).type) or table.column(col).null_count:
@@ -621,85 +658,3 @@ def read_predictions(path: str | Path) -> Predictions:
         preds=table.column("pred").to_numpy().astype(np.int8),
         meta=meta,
     )
-
-
-def predict(scores: Sequence[float] | np.ndarray, threshold: float) -> np.ndarray:
-    """Predictions from P(fake) scores: 1 (fake) where ``score > threshold`` (a tie is real, as
-    the authors' rule decides it), the rule every results file's threshold policy records
-    (evaluate applies it, the leaderboard checks it)."""
-    return (np.asarray(scores, dtype=np.float64) > threshold).astype(np.int8)
-
-
-def label_name(labels: np.ndarray) -> str:
-    """'real', 'fake' or 'mixed' from a set's labels."""
-    u = set(np.unique(labels).tolist())
-    return "mixed" if len(u) > 1 else ("fake" if u == {1} else "real")
-
-
-def default_real_pool(labels: Mapping[str, str], roles: Mapping[str, str]) -> tuple[list[str], str]:
-    """The real sets every fake set is paired with, and the rule that chose them.
-
-    Rule: the held-out real sets (v3: flickr); when no real set is held out, every real
-    set evaluated. ``coco`` (held-in) joins only when asked with ``real_pool``.
-    """
-    held = [n for n, lab in labels.items() if lab == "real" and roles.get(n) == "held-out"]
-    if held:
-        return held, "default: the held-out real sets"
-    every = [n for n, lab in labels.items() if lab == "real"]
-    return every, "default: every real set (none is held out)"
-
-
-def compute_metrics(
-    sets: Mapping[str, Predictions],
-    roles: Mapping[str, str],
-    real_pool: Sequence[str] | None = None,
-    bootstrap: Any = None,
-) -> MetricsBlock:
-    """All metrics of one detector from its predictions (the code path of evaluate and score).
-
-    ``sets`` maps test-set names to their predictions; ``real_pool`` names the real sets
-    paired with every fake set (default: :func:`default_real_pool`). A mixed set is also
-    scored threshold-free on its own.
-    """
-    from afpbench import metrics as M
-
-    bootstrap = bootstrap or M.BootstrapConfig()
-    if not sets:
-        raise AfpbenchError("No predictions to score; pass at least one predictions file.")
-    for name, p in sets.items():
-        if len(p.ids) == 0:
-            raise AfpbenchError(f"Set '{name}' has no rows; build or import it again, or leave it out.")
-        M.check_scores(p.scores, f"Predictions of set '{name}'")
-    labels = {n: label_name(p.labels) for n, p in sets.items()}
-    per_set_est, avg_est = M.accuracy_metrics({n: (p.labels, p.preds) for n, p in sets.items()}, roles, bootstrap)
-    per_set = {n: SetMetrics(label=labels[n], n=len(sets[n].ids), accuracy=Metric.of(per_set_est[n])) for n in sets}
-    held = [n for n in sets if roles[n] == "held-out"]
-    averages = Averages(all=Metric.of(avg_est["all"]), held_out=Metric.of(avg_est["held_out"]), n_sets=len(sets), n_held_out=len(held))
-
-    if real_pool is None:
-        pool, rule = default_real_pool(labels, roles)
-    else:
-        pool, rule = list(real_pool), "explicit"
-        for n in pool:
-            if n not in sets:
-                raise AfpbenchError(f"Real pool set '{n}' was not evaluated; add it to the evaluated sets or change --real-pool.")
-            if labels[n] != "real":
-                raise AfpbenchError(f"Real pool set '{n}' is {labels[n]}, not real; pair fake sets with real sets only (e.g. --real-pool flickr).")
-    pairs: list[PairResult] = []
-    # Sorted so the pooled order (and so each bootstrap stream) never depends on the
-    # order the sets were evaluated or the files were passed in. With no real set
-    # evaluated the pool is empty and only accuracies are reported.
-    members_sorted = sorted(pool)
-    for name in [n for n in sets if labels[n] in ("fake", "mixed")]:
-        p = sets[name]
-        members = members_sorted if labels[name] == "fake" else []
-        if labels[name] == "fake" and not members:
-            continue
-        y = np.concatenate([p.labels] + [sets[r].labels for r in members])
-        s = np.concatenate([p.scores] + [sets[r].scores for r in members])
-        d = np.concatenate([p.preds] + [sets[r].preds for r in members])
-        est = M.pair_metrics(y, s, d, bootstrap, key="|".join([name, *members]), what=f"Pair '{name}' vs {'+'.join(members) or 'itself'}")
-        pairs.append(
-            PairResult(fake=name, real=list(members), n_fake=int((y == 1).sum()), n_real=int((y == 0).sum()), **{k: Metric.of(v) for k, v in est.items()})
-        )
-    return MetricsBlock(per_set=per_set, averages=averages, pairing=Pairing(real_pool=list(pool), rule=rule), pairs=pairs)

@@ -51,20 +51,19 @@ def time_check(folder: Path, mode: str, workers: int | None, repeats: int) -> fl
 
 def time_evaluate(dets, data: Path, name: str, out: Path, batch_size: int, check: bool) -> tuple[float, float | None]:
     """(wall seconds of the whole evaluate call, seconds it spent checking the data)."""
-    from afpbench import harness
-    from afpbench.results import load_results
+    from afpbench.evaluate import EvalConfig, evaluate, sets
 
-    real = harness._verify_sets
+    real = sets.verify_sets
     if not check:
-        harness._verify_sets = lambda *a, **k: 0.0
+        sets.verify_sets = lambda *a, **k: 0.0
     try:
         shutil.rmtree(out, ignore_errors=True)
         t = time.perf_counter()
-        paths = harness.evaluate(harness.EvalConfig(detectors=dets, data=[data], datasets=[name], out=out, batch_size=batch_size, bootstrap=10, progress=False, resume=False))
+        evaluations = evaluate(EvalConfig(detectors=dets, data=[data], datasets=[name], out=out, batch_size=batch_size, bootstrap=10, progress=False, resume=False))
         wall = time.perf_counter() - t
     finally:
-        harness._verify_sets = real
-    return wall, load_results(paths[0]).run.verify_seconds
+        sets.verify_sets = real
+    return wall, evaluations[0].results.run.verify_seconds
 
 
 def main() -> None:

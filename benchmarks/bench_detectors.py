@@ -1,6 +1,6 @@
 """Detector throughput at tiny size on CPU, measured side by side in one run.
 
-For every registered detector: images/s of ``Detector.score`` (the API the harness calls:
+For every registered detector: images/s of ``Detector.score`` (the API evaluate calls:
 device transfer, inference mode, P(fake), copy back to CPU) against images/s of the bare
 model forward on tensors already prepared on the device. Target: score >= 0.9x bare
 (only meaningful for detectors with a network; constant/random/format have no model and

@@ -6,7 +6,7 @@ Measured side by side in one run, on CPU, with real photos (bundled crops, PNG):
 
 1. ``bare``: the tiny detector's ``score`` over pre-decoded, pre-processed tensors
    (the ceiling: no I/O, no decoding, no preprocessing).
-   ``end to end``: ``afpbench.harness.evaluate`` on the same images stored as a
+   ``end to end``: ``afpbench.evaluate.evaluate`` on the same images stored as a
    dataset (read parquet, decode, preprocess in DataLoader workers, score, write the
    cache and predictions). Target: end to end >= 0.85 x bare, for a detector whose
    scoring dominates (a small CNN costing ~3x the decoding). A lighter CNN, as costly
@@ -151,14 +151,13 @@ def bare_loop(det, batches: list, threads: int) -> float:
 
 def run_evaluate(dets, data: Path, sets: list[str], out: Path, batch_size: int, workers: int | None) -> tuple[float, float, int]:
     """(pass images/s from the results file, whole-call images/s, torch threads used)."""
-    from afpbench.harness import EvalConfig, evaluate
-    from afpbench.results import load_results
+    from afpbench.evaluate import EvalConfig, evaluate
 
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
-    paths = evaluate(EvalConfig(detectors=dets, data=[data], datasets=sets, out=out, batch_size=batch_size, bootstrap=10, num_workers=workers, progress=False, resume=False))
+    evaluations = evaluate(EvalConfig(detectors=dets, data=[data], datasets=sets, out=out, batch_size=batch_size, bootstrap=10, num_workers=workers, progress=False, resume=False))
     wall = time.perf_counter() - t
-    r = load_results(paths[0])
+    r = evaluations[0].results
     n = sum(d.rows_evaluated for d in r.datasets)
     return r.run.images_per_second, n / wall, r.run.torch_threads or 0
 
@@ -168,7 +167,8 @@ def child_peak_rss(folder: Path, data: Path, name: str, out: Path, workers: int 
 import sys
 sys.path.insert(0, {str(folder)!r})
 from bench_detectors import TinyCNN8
-from afpbench.harness import EvalConfig, evaluate, peak_rss_bytes
+from afpbench.envinfo import peak_rss_bytes
+from afpbench.evaluate import EvalConfig, evaluate
 evaluate(EvalConfig(detectors=[TinyCNN8(device="cpu")], data=[{str(data)!r}], datasets=[{name!r}], out={str(out)!r}, batch_size=32, bootstrap=10, num_workers={workers!r}, progress=False, resume=False))
 print(peak_rss_bytes())
 """
@@ -184,7 +184,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256, help="side of the stored images (comparison 1)")
     ap.add_argument("--big", type=int, default=768, help="side of the stored images when decoding dominates (comparison 2)")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--workers", default="auto", help="DataLoader workers for evaluate ('auto' = harness default)")
+    ap.add_argument("--workers", default="auto", help="DataLoader workers for evaluate ('auto' = evaluate's default)")
     ap.add_argument("--repeats", type=int, default=5, help="each measurement is repeated, interleaved; the best is kept (shared machines are noisy)")
     ap.add_argument("--mem-n", type=int, default=150, help="N for the memory probe (also run at 10N)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -193,11 +193,11 @@ def main() -> None:
 
     import torch
 
-    from afpbench.harness import _default_workers
+    from afpbench.evaluate.pipeline import default_workers
 
     tmp = Path(tempfile.mkdtemp(prefix="afpbench-bench-eval-"))
     all_threads = torch.get_num_threads()
-    figures: dict[str, float | int | str] = {"cpus": os.cpu_count() or 0, "workers": workers if workers is not None else _default_workers(), "load_avg_1min": os.getloadavg()[0]}
+    figures: dict[str, float | int | str] = {"cpus": os.cpu_count() or 0, "workers": workers if workers is not None else default_workers(), "load_avg_1min": os.getloadavg()[0]}
     try:
         mod = _detectors_module(tmp)
         data = tmp / "data"

@@ -27,7 +27,7 @@ what it measured so far):
    afpbench's diffusion backend (``DiffusionBackend.run``: per-row CPU generators, prompts
    from the recipe's planned rows) against a bare diffusers loop calling the same pipeline
    object with the same arguments.
-4. ``evaluate``: ``afpbench.harness.evaluate`` end to end (read, decode, preprocess in
+4. ``evaluate``: ``afpbench.evaluate.evaluate`` end to end (read, decode, preprocess in
    workers, score, write) on a small PNG set built on the fly, against the bare score loop
    over the same images decoded beforehand.
 
@@ -524,10 +524,9 @@ def sd3_build(dev: Device, s: Settings, clock: Clock, work: Path, out: dict[str,
 # -- 4. evaluate end to end against the bare score loop -----------------------------------------------
 def evaluate_vs_bare(det: Any, dev: Device, s: Settings, clock: Clock, work: Path, out: dict[str, Any]) -> None:
     from afpbench.dataset import decode_image, open_dataset
-    from afpbench.testing import write_images
-    from afpbench.harness import EvalConfig, evaluate
-    from afpbench.results import load_results
+    from afpbench.evaluate import EvalConfig, evaluate
     from afpbench.sources.photos import photo_crops
+    from afpbench.testing import write_images
 
     with clock.phase("evaluate") as deadline:
         data = work / "eval-data"
@@ -550,10 +549,10 @@ def evaluate_vs_bare(det: Any, dev: Device, s: Settings, clock: Clock, work: Pat
             res = work / f"eval-results-{i}"
             shutil.rmtree(res, ignore_errors=True)
             t = time.perf_counter()
-            paths = evaluate(EvalConfig(detectors=[det], data=[data], datasets=[name], out=res, batch_size=s.eval_batch, device=dev.name,
-                                        bootstrap=10, progress=False, resume=False))
+            evaluations = evaluate(EvalConfig(detectors=[det], data=[data], datasets=[name], out=res, batch_size=s.eval_batch, device=dev.name,
+                                             bootstrap=10, progress=False, resume=False))
             wall = time.perf_counter() - t
-            r = load_results(paths[0])
+            r = evaluations[0].results
             return float(r.run.images_per_second or 0.0), len(rows) / wall
 
         bares, passes, calls = [], [], []

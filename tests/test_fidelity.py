@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from afpbench.detectors import load_detector
 from afpbench.detectors.antifakeprompt import LAVIS_LLM_KEY, LAVIS_QFORMER_KEY
 from afpbench.errors import AfpbenchError, WeightsError
-from afpbench.harness import EvalConfig, detector_options, evaluate
+from afpbench.evaluate import EvalConfig, detector_options, evaluate
 from afpbench.results import load_results, read_predictions
 
 Q_HIDDEN, LLM_HIDDEN, LLM_LAYERS = 32, 48, 2  # the tiny builder's sizes
@@ -80,7 +80,7 @@ def sets(tmp_path_factory):
 
 def _eval(dets, sets, out, **kw):
     cfg = EvalConfig(detectors=dets, data=[sets], datasets=["t_real", "t_fake"], profile=None, out=out, batch_size=4, bootstrap=20, num_workers=0, progress=False, **kw)
-    return evaluate(cfg)
+    return [e.path for e in evaluate(cfg)]
 
 
 # -- 1. the authors' trainer checkpoints -------------------------------------------------------

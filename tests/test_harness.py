@@ -1,4 +1,4 @@
-"""The evaluation harness end to end on real photos: one pass, resume, score, distributed."""
+"""Evaluation end to end on real photos: one pass, resume, score, distributed."""
 
 from __future__ import annotations
 
@@ -21,18 +21,20 @@ from afpbench.cli import cli
 from afpbench.dataset import open_dataset
 from afpbench.testing import write_images
 from afpbench.errors import AfpbenchError, DatasetError
-from afpbench.harness import EvalConfig, evaluate
+from afpbench.evaluate import EvalConfig, evaluate
 from afpbench.metrics import calibrate_threshold
 from afpbench.results import load_results, read_predictions
 
 REPO = Path(__file__).resolve().parent.parent
 
-# A detector written the way a plugin author would (the harness's contract, no base
+# A detector written the way a plugin author would (the Scorer protocol, no base
 # class): P(fake) rises with high-frequency energy, which the "fake" sets have more of.
 TOY_SOURCE = '''
 import time
 import numpy as np
 import torch
+
+from afpbench.results import DetectorInfo
 
 
 class Toy:
@@ -50,8 +52,15 @@ class Toy:
         self.threshold = 0.5
         self.threshold_policy = "fixed: 0.5"
 
+    @property
+    def full_name(self):
+        return f"{self.name}.{self.tag}" if self.tag else self.name
+
     def arguments(self):
         return {"gain": self.gain}
+
+    def describe(self):
+        return DetectorInfo(name=self.name, tag=self.tag, full_name=self.full_name, arguments=self.arguments(), weights_sha256=self.weights_sha256)
 
     def preprocess(self, image, row=None):
         arr = np.asarray(image.convert("L").resize((48, 48)), dtype=np.float32) / 255.0
@@ -148,15 +157,17 @@ def test_one_pass_decodes_once_for_every_detector_and_suite(toy_module, data_dir
 
     monkeypatch.setattr(ds, "decode_image", counting_decode)
     a, b = mod.Toy(), mod.Toy(tag="sharp", gain=80.0)
-    paths = evaluate(_cfg(data_dir, tmp_path, [a, b], perturb=[None, "jpeg:30"]))
+    evaluations = evaluate(_cfg(data_dir, tmp_path, [a, b], perturb=[None, "jpeg:30"]))
+    paths = [e.path for e in evaluations]
     assert calls["n"] == N_ROWS  # 2 detectors x 2 suites, yet every image decoded once
+    assert [e.results for e in evaluations] == [load_results(p) for p in paths]  # what was returned is what was written
     assert sorted(p.parent.name for p in paths) == ["toy", "toy.sharp", "toy.sharp@jpeg-30", "toy@jpeg-30"]
 
     res = load_results(tmp_path / "toy@jpeg-30")
     assert res.perturbation.spec == "jpeg:30" and res.perturbation.extension
     assert res.profile == "v3" and res.detector.full_name == "toy" and res.run.detectors_in_pass == 2
     assert res.run.rows_scored == N_ROWS and res.run.images_per_second > 0 and res.run.peak_rss_bytes > 0 and res.run.device == "cpu"
-    assert res.environment.torch and res.environment.python
+    assert res.environment.packages["torch"] and res.environment.python
     assert res.git.commit is None or len(res.git.commit) == 40
     assert res.threshold.kind == "fixed" and res.threshold.value == 0.5 and res.threshold.source == "fixed: 0.5"
     assert res.metrics.pairing.real_pool == ["flickr"] and [p.fake for p in res.metrics.pairs] == ["sd2", "sdxl"]
@@ -185,12 +196,23 @@ def test_workers_and_batch_size_do_not_change_predictions(toy_module, data_dir, 
 
 def test_score_recomputes_the_same_metrics(toy_module, data_dir, tmp_path):
     _, mod = toy_module
-    [path] = evaluate(_cfg(data_dir, tmp_path, [mod.Toy()], real_pool=["flickr", "coco"]))
+    [path] = [e.path for e in evaluate(_cfg(data_dir, tmp_path, [mod.Toy()], real_pool=["flickr", "coco"]))]
     res = load_results(path)
     runner = CliRunner()
     out = runner.invoke(cli, ["score", str(path.parent), "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output) == json.loads(res.metrics.model_dump_json())
+    # ... and they are the predictions' own numbers, computed here independently
+    # (scikit-learn): per-set accuracy, and the AUC of sd2 against the coco+flickr pool.
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    scored = json.loads(out.output)
+    preds = {p.stem: read_predictions(p) for p in (path.parent / "predictions").glob("*.parquet")}
+    for name, p in preds.items():
+        assert scored["per_set"][name]["accuracy"]["value"] == pytest.approx(accuracy_score(p.labels, p.preds), abs=1e-12)
+    pool = [preds["coco"], preds["flickr"], preds["sd2"]]
+    auc = roc_auc_score(np.concatenate([p.labels for p in pool]), np.concatenate([p.scores for p in pool]))
+    assert next(x for x in scored["pairs"] if x["fake"] == "sd2")["auc"]["value"] == pytest.approx(auc, abs=1e-12)
     # Files one by one, in another order: same numbers.
     files = sorted((path.parent / "predictions").glob("*.parquet"), reverse=True)
     out2 = runner.invoke(cli, ["score", *map(str, files), "--json"])
@@ -198,14 +220,14 @@ def test_score_recomputes_the_same_metrics(toy_module, data_dir, tmp_path):
     table = runner.invoke(cli, ["score", str(path.parent)])
     assert "held-out" in table.output and "sd2 vs coco+flickr" in table.output
     # Predictions of another detector cannot be mixed in.
-    [other] = evaluate(_cfg(data_dir, tmp_path / "other", [mod.Toy(tag="b")], datasets=["sd2"]))
+    [other] = [e.path for e in evaluate(_cfg(data_dir, tmp_path / "other", [mod.Toy(tag="b")], datasets=["sd2"]))]
     mixed = runner.invoke(cli, ["score", str(path.parent / "predictions" / "flickr.parquet"), str(other.parent / "predictions" / "sd2.parquet")])
     assert isinstance(mixed.exception, AfpbenchError) and "one detector" in str(mixed.exception)
 
 
 def test_score_refuses_predictions_of_a_changed_dataset(toy_module, data_dir, tmp_path, photos):
     _, mod = toy_module
-    [path] = evaluate(_cfg(data_dir, tmp_path / "res", [mod.Toy()], datasets=["flickr", "sd2"]))
+    [path] = [e.path for e in evaluate(_cfg(data_dir, tmp_path / "res", [mod.Toy()], datasets=["flickr", "sd2"]))]
     changed = tmp_path / "changed"
     write_images(changed, "flickr", _crops(photos, 12, 6), 0)
     write_images(changed, "sd2", _crops(photos, 12, 2, noise=25, seed=1), 1)
@@ -227,7 +249,7 @@ def test_crash_then_rerun_scores_only_what_is_missing(toy_module, data_dir, tmp_
     parts = list((out / "toy" / "cache").glob("*/part-*.parquet"))
     assert parts and not (out / "toy" / "results.json").exists()
     _reset(mod.Toy)
-    [path] = evaluate(_cfg(data_dir, out, [mod.Toy()]))
+    [path] = [e.path for e in evaluate(_cfg(data_dir, out, [mod.Toy()]))]
     assert mod.Toy.rows == N_ROWS - 15  # 3 batches of 5 were kept
     res = load_results(path)
     assert res.run.rows_cached == 15 and res.run.rows_scored == N_ROWS - 15
@@ -250,7 +272,7 @@ def test_killed_process_resumes(toy_module, data_dir, tmp_path):
         import sys
         sys.path.insert(0, {str(site)!r})
         from afpbench_toy import Toy
-        from afpbench.harness import EvalConfig, evaluate
+        from afpbench.evaluate import EvalConfig, evaluate
         evaluate(EvalConfig(detectors=[Toy(sleep=0.4)], data=[{str(data_dir)!r}], datasets={SETS!r}, profile="v3",
                             out={str(out)!r}, batch_size=4, flush_every=4, num_workers=0, progress=False, bootstrap=50))
     """))
@@ -276,10 +298,10 @@ def test_killed_process_resumes(toy_module, data_dir, tmp_path):
 def test_calibrated_threshold_and_custom_sets(toy_module, data_dir, tmp_path):
     _, mod = toy_module
     cfg = _cfg(data_dir, tmp_path, [mod.Toy()], datasets=["flickr", "sd2", "sdxl"], profile=None, calibrate_on=["calib"], roles={"flickr": "held-in"})
-    [path] = evaluate(cfg)
+    [path] = [e.path for e in evaluate(cfg)]
     res = load_results(path)
     cal = read_predictions(path.parent / "predictions" / "calib.parquet")
-    assert cal.meta["role"] == "calibration" and res.calibration[0].name == "calib"
+    assert cal.meta.role == "calibration" and res.calibration[0].name == "calib"
     assert res.threshold.kind == "calibrated" and res.threshold.calibration_sets == ["calib"]
     assert res.threshold.value == calibrate_threshold(cal.labels, cal.scores)
     sd2 = read_predictions(path.parent / "predictions" / "sd2.parquet")
@@ -291,14 +313,14 @@ def test_calibrated_threshold_and_custom_sets(toy_module, data_dir, tmp_path):
     out = CliRunner().invoke(cli, ["score", str(path.parent), "--json"])
     assert json.loads(out.output) == json.loads(res.metrics.model_dump_json())
     # A set outside the catalog defaults to held-out.
-    [p2] = evaluate(_cfg(data_dir, tmp_path / "c", [mod.Toy()], datasets=["calib"], profile=None))
+    [p2] = [e.path for e in evaluate(_cfg(data_dir, tmp_path / "c", [mod.Toy()], datasets=["calib"], profile=None))]
     r2 = load_results(p2)
     assert r2.datasets[0].role == "held-out" and r2.datasets[0].label == "mixed" and r2.metrics.pairs[0].fake == "calib"
 
 
 def test_limit_and_input_errors(toy_module, data_dir, tmp_path):
     _, mod = toy_module
-    [path] = evaluate(_cfg(data_dir, tmp_path, [mod.Toy()], limit=3))
+    [path] = [e.path for e in evaluate(_cfg(data_dir, tmp_path, [mod.Toy()], limit=3))]
     res = load_results(path)
     assert res.run.limit == 3 and all(d.rows_evaluated == 3 and d.rows_total > 3 for d in res.datasets)
     with pytest.raises(DatasetError, match="No folder for set 'sd3'.*afpbench build sd3"):
@@ -313,6 +335,8 @@ def test_limit_and_input_errors(toy_module, data_dir, tmp_path):
         evaluate(_cfg(data_dir, tmp_path / "nan", [mod.Toy(nan=True)]))
     with pytest.raises(AfpbenchError, match="same results folder"):
         evaluate(_cfg(data_dir, tmp_path, [mod.Toy(), mod.Toy(gain=3.0)]))
+    with pytest.raises(AfpbenchError, match=r"object is not a detector evaluate can run \(no name, full_name, .*describe\); implement afpbench.detectors.base.Scorer"):
+        evaluate(_cfg(data_dir, tmp_path / "none", [object()]))
     runner = CliRunner()
     bad = runner.invoke(cli, ["evaluate", "--detector", "toy", "--weights", "a", "--weights", "b", "--data", str(data_dir)])
     assert isinstance(bad.exception, AfpbenchError) and "at most one --weights per detector" in str(bad.exception)
@@ -380,7 +404,7 @@ def test_bundled_spectral_detector_with_trained_weights(data_dir, tmp_path):
     assert out.exit_code == 0, out.output
     res = load_results(tmp_path / "res" / "spectral")
     assert res.detector.weights_sha256 == sha256_path(weights) and res.detector.weights == str(weights)
-    assert res.detector.card["name"] == "spectral" and res.detector.arguments["image_size"] == 32
+    assert res.detector.card.name == "spectral" and res.detector.arguments["image_size"] == 32
     assert res.threshold.source == det.threshold_policy and res.run.num_workers == 1
     scores = _scores(tmp_path / "res" / "spectral")
     assert len({round(v, 6) for v in scores["sd2"].values()}) > 3  # real, image-dependent scores
@@ -411,10 +435,10 @@ def test_sanity_detectors_give_their_known_numbers(data_dir, tmp_path):
 
 @pytest.mark.parametrize("workers", [0, 1, 3])
 def test_work_units_ramp_up_then_cover_every_row_once(workers):
-    from afpbench.harness import _Units
+    from afpbench.evaluate.pipeline import plan_work_units
 
     rows = np.array([r for r in range(300) if r % 7])  # a resumed run: holes in the rows
-    units = _Units.build({"a": rows[:200], "b": rows[200:]}, 32, small_first=workers)
+    units = plan_work_units({"a": rows[:200], "b": rows[200:]}, 32, small_first=workers)
     sizes = [len(u) for _, u in units]
     # the scorer starts after a quarter batch per worker, then half batches, then full ones
     if workers:

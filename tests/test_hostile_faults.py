@@ -34,7 +34,7 @@ from afpbench._util.locking import OutputBusyError, OutputLock, hold, lock_path,
 from afpbench.cli import TERMINATED_EXIT_CODE, _os_error_message, main
 from afpbench.dataset import open_dataset, verify
 from afpbench.testing import write_images
-from afpbench.harness import EvalConfig, evaluate
+from afpbench.evaluate import EvalConfig, evaluate
 from afpbench.results import load_results, read_predictions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -558,7 +558,7 @@ def test_disk_full_evaluate_keeps_the_previous_results(disk_kind, data, tmp_path
     assert _leftovers(out) == []
 
     disk.free()
-    [path] = evaluate(_eval_cfg(data, out, "random"))
+    [path] = [e.path for e in evaluate(_eval_cfg(data, out, "random"))]
     assert _scores(out / "random") == scores and load_results(path).run.rows_scored + load_results(path).run.rows_cached == N_ROWS
     assert _leftovers(out) == []
 
@@ -631,7 +631,7 @@ def test_disk_full_while_replacing_a_set_keeps_the_old_one(disk_kind, photos, tm
 def test_disk_full_leaderboard_keeps_the_previous_site(disk_kind, data, tmp_path, request):
     from afpbench.leaderboard import build_site
 
-    [results] = evaluate(_eval_cfg(data, tmp_path / "res", "random"))
+    [results] = [e.path for e in evaluate(_eval_cfg(data, tmp_path / "res", "random"))]
     # fsize limit: larger than the JSON, smaller than the plots.
     disk = _disk(disk_kind, tmp_path, 6000, request)
     site = disk.path / "site"
@@ -729,7 +729,7 @@ def test_permission_denied_input_and_output_in_one_line(data, tmp_path):
     assert "permission denied" in line.lower() and str(manifest) in line
 
     # A site folder that cannot be written.
-    [results] = evaluate(_eval_cfg(data, tmp_path / "ok", "random"))
+    [results] = [e.path for e in evaluate(_eval_cfg(data, tmp_path / "ok", "random"))]
     site = tmp_path / "site"
     site.mkdir(mode=0o555)
     res = _afpbench(["leaderboard", str(results), "--out", str(site)], _env(), preexec_fn=_without_file_permission_override)

@@ -26,9 +26,10 @@ from PIL import Image
 from afpbench.cli import cli as cli_group
 from afpbench.dataset import DatasetWriter, WriterOptions, decode_image, make_row, open_dataset, verify
 from afpbench.errors import AfpbenchError, DatasetError
-from afpbench.harness import EvalConfig, evaluate, score_predictions
+from afpbench.evaluate import EvalConfig, evaluate
 from afpbench.leaderboard import build_site
-from afpbench.results import PREDICTIONS_META_KEY, load_leaderboard, load_results, read_predictions
+from afpbench.results import PREDICTIONS_META_KEY, DetectorInfo, load_leaderboard, load_results, read_predictions
+from afpbench.scoring import score_predictions
 
 
 class Toy:
@@ -40,8 +41,15 @@ class Toy:
         self.tag, self.gain = tag, gain
         self.weights_sha256, self.threshold, self.threshold_policy = None, 0.5, "fixed: 0.5"
 
+    @property
+    def full_name(self):
+        return f"{self.name}.{self.tag}" if self.tag else self.name
+
     def arguments(self):
         return {"gain": self.gain}
+
+    def describe(self):
+        return DetectorInfo(name=self.name, tag=self.tag, full_name=self.full_name, arguments=self.arguments(), weights_sha256=self.weights_sha256)
 
     def preprocess(self, image, row=None):
         return torch.from_numpy(np.asarray(image.convert("L").resize((32, 32)), dtype=np.float32) / 255.0)[None]
@@ -194,7 +202,7 @@ def test_limit_reads_only_verified_shards(data, tmp_path):
     # A patch in the last shard: a --limit run that reads only the first shard is fine
     # (the shards it reads are hashed), a full run is refused.
     _patch_image_in_place(shards[-1], row=0)
-    [path] = evaluate(_cfg(d, tmp_path / "limited", limit=3))
+    [path] = [e.path for e in evaluate(_cfg(d, tmp_path / "limited", limit=3))]
     res = load_results(path)
     assert res.run.limit == 3 and res.run.verify_seconds is not None
     assert {x.name: x.rows_evaluated for x in res.datasets}["sdxl"] == 3
@@ -292,8 +300,8 @@ def test_verify_cli_on_a_manifest_without_shards(data, tmp_path, cli):
 @pytest.fixture(scope="module")
 def results(data, tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile-results")
-    [path] = evaluate(_cfg(data, root / "main"))
-    [other] = evaluate(_cfg(data, root / "again"))  # the same command, a second evaluation
+    [path] = [e.path for e in evaluate(_cfg(data, root / "main"))]
+    [other] = [e.path for e in evaluate(_cfg(data, root / "again"))]  # the same command, a second evaluation
     return {"root": root, "main": path, "again": other}
 
 
@@ -410,8 +418,8 @@ def test_score_refuses_files_of_different_evaluations(results, data, tmp_path, p
     # case of files from two data builds, which --data used to be needed to catch).
     other = _copy(data, tmp_path / "other", names=("flickr", "sdxl"))
     _bmp_set(other, "sd2", _crops(photos, 8, 4, 25, 7), 1)
-    [p] = evaluate(_cfg(other, tmp_path / "otherres", datasets=["sd2"]))
-    assert read_predictions(p.parent / "predictions" / "sd2.parquet").meta["fingerprint"] != read_predictions(main / "sd2.parquet").meta["fingerprint"]
+    [p] = [e.path for e in evaluate(_cfg(other, tmp_path / "otherres", datasets=["sd2"]))]
+    assert read_predictions(p.parent / "predictions" / "sd2.parquet").meta.fingerprint != read_predictions(main / "sd2.parquet").meta.fingerprint
     out = CliRunner().invoke(cli_group, ["score", str(main / "flickr.parquet"), str(p.parent / "predictions" / "sd2.parquet")])
     assert out.exit_code != 0 and isinstance(out.exception, AfpbenchError) and "different evaluations" in str(out.exception)
     # The files of one evaluation score to the results file's numbers.
@@ -423,7 +431,7 @@ def test_score_takes_a_results_folders_listed_files_not_stale_ones(data, tmp_pat
     out = tmp_path / "res"
     evaluate(_cfg(data, out, datasets=["flickr", "sd2"]))
     # sd2 alone again into the same folder: flickr.parquet there is now from another run.
-    [path] = evaluate(_cfg(data, out, datasets=["sd2"]))
+    [path] = [e.path for e in evaluate(_cfg(data, out, datasets=["sd2"]))]
     assert (out / "toy" / "predictions" / "flickr.parquet").is_file()
     metrics, preds = score_predictions([out / "toy"])
     assert [p.name for p in preds] == ["sd2"] and metrics == load_results(path).metrics

@@ -20,9 +20,9 @@ from PIL import Image
 from afpbench.cli import cli as cli_group
 from afpbench.testing import write_images
 from afpbench.errors import AfpbenchError
-from afpbench.harness import EvalConfig, evaluate
+from afpbench.evaluate import EvalConfig, evaluate
 from afpbench.leaderboard import build_site, render_text_table
-from afpbench.results import SCHEMA_VERSION, load_leaderboard, load_results, read_predictions
+from afpbench.results import SCHEMA_VERSION, DetectorInfo, load_leaderboard, load_results, read_predictions
 
 REPO = Path(__file__).resolve().parent.parent
 SETS = ["coco", "flickr", "sd2", "sdxl"]
@@ -37,8 +37,15 @@ class Toy:
         self.tag, self.gain = tag, gain
         self.weights_sha256, self.threshold, self.threshold_policy = None, 0.5, "fixed: 0.5"
 
+    @property
+    def full_name(self):
+        return f"{self.name}.{self.tag}" if self.tag else self.name
+
     def arguments(self):
         return {"gain": self.gain}
+
+    def describe(self):
+        return DetectorInfo(name=self.name, tag=self.tag, full_name=self.full_name, arguments=self.arguments(), weights_sha256=self.weights_sha256)
 
     def preprocess(self, image, row=None):
         return torch.from_numpy(np.asarray(image.convert("L").resize((48, 48)), dtype=np.float32) / 255.0)[None]
@@ -81,7 +88,7 @@ def world(tmp_path_factory, photos):
     def run(out, dets, **kw):
         cfg = dict(detectors=dets, data=[data], datasets=SETS, profile="v3", out=root / out, batch_size=8, bootstrap=100, num_workers=0, progress=False)
         cfg.update(kw)
-        return evaluate(EvalConfig(**cfg))
+        return [e.path for e in evaluate(EvalConfig(**cfg))]
 
     main = run("main", [Toy(), Toy("sharp", 80.0)], perturb=[None, "jpeg:30"])
     return {

@@ -209,7 +209,6 @@ def test_errors_are_one_line_and_name_the_fix():
         M.protocol_averages({"x": 0.5}, {})
     with pytest.raises(AfpbenchError, match="resamples"):
         M.BootstrapConfig(n_resamples=0)
-    try:
+    with pytest.raises(AfpbenchError) as exc:
         M.roc_auc([1, 1], [0.1, 0.2])
-    except AfpbenchError as exc:
-        assert "\n" not in str(exc)
+    assert "\n" not in str(exc.value)

@@ -394,12 +394,12 @@ def test_bfree_preprocess_keeps_full_resolution(tmp_path_factory):
     assert torch.equal(x[0], full[:, 240:272, 240:272])  # centre: patch (128 - 8) // 2 = 60
 
 
-# -- the harness runs them end to end ---------------------------------------------------------------
+# -- evaluate runs them end to end ---------------------------------------------------------------
 def test_evaluate_runs_full_resolution_and_crop_detectors(tmp_path, tmp_path_factory):
-    """NPR's mixed-size batches (lists) and B-Free's crop stacks go through the harness,
+    """NPR's mixed-size batches (lists) and B-Free's crop stacks go through evaluate,
     its DataLoader worker included, and every row gets a score in [0, 1]."""
     from afpbench.testing import write_images
-    from afpbench.harness import EvalConfig, evaluate
+    from afpbench.evaluate import EvalConfig, evaluate
     from afpbench.results import load_results, read_predictions
 
     ims = [im.resize((im.width // 4 * 2, im.height // 4 * 2)) for im in photos(6)]  # mixed sizes
@@ -409,15 +409,15 @@ def test_evaluate_runs_full_resolution_and_crop_detectors(tmp_path, tmp_path_fac
     dets = [Z.make_zoo_timm("npr", tmp_path_factory), Z.make_zoo_timm("bfree", tmp_path_factory)]
     cfg = EvalConfig(detectors=dets, data=[data], datasets=["coco", "sd2"], profile="v3", out=tmp_path / "out",
                      batch_size=4, bootstrap=50, num_workers=1, progress=False)
-    paths = evaluate(cfg)
+    paths = [e.path for e in evaluate(cfg)]
     assert sorted(p.parent.name for p in paths) == ["bfree", "npr"]
     for det in dets:
         folder = tmp_path / "out" / det.name / "predictions"
         coco, sd2 = read_predictions(folder / "coco.parquet"), read_predictions(folder / "sd2.parquet")
         scores = np.concatenate([coco.scores, sd2.scores])
         assert len(scores) == 12 and np.all((scores >= 0) & (scores <= 1))
-        # Batched in the harness (4 mixed sizes, a worker process) = each image alone here.
+        # Batched in evaluate (4 mixed sizes, a worker process) = each image alone here.
         alone = [float(det.score(det.collate([det.preprocess(im.convert("RGB"))]))) for im in ims]
         assert np.allclose(coco.scores[np.argsort(coco.ids)], alone, atol=1e-5)
         res = load_results(tmp_path / "out" / det.name)
-        assert res.detector.card["noncommercial"] is True
+        assert res.detector.card.noncommercial is True

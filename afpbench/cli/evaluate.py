@@ -58,14 +58,7 @@ def command(detectors, weights, bases, detector_option, data, datasets, profile,
     """Evaluate detectors on test sets; writes <out>/<detector>/predictions/*.parquet and results.json."""
     from pathlib import Path
 
-    from afpbench.harness import (
-        DetectorSpec,
-        EvalConfig,
-        detector_options,
-        evaluate,
-        process_state,
-    )
-    from afpbench.results import load_results
+    from afpbench.evaluate import DetectorSpec, EvalConfig, detector_options, evaluate
 
     w = _per_detector(weights, detectors, "--weights")
     b = _per_detector(bases, detectors, "--base")
@@ -76,17 +69,6 @@ def command(detectors, weights, bases, detector_option, data, datasets, profile,
         limit=limit, roles=_roles(roles), real_pool=_csv(real_pool), calibrate_on=_csv(calibrate_on) or [], bootstrap=bootstrap, seed=seed,
         num_workers=num_workers, resume=resume, progress=progress, command=["afpbench", *sys.argv[1:]],
     )
-    paths = evaluate(cfg)
-    state = process_state()
-    if getattr(state, "is_main_process", True):
-        for p in paths:
-            r = load_results(p)
-            a = r.metrics.averages
-            fmt = lambda m: f"{100 * m.value:.2f}" if m and m.value is not None else "-"  # noqa: E731
-            ips = f"{r.run.images_per_second:.1f} img/s" if r.run.images_per_second else "all cached"
-            click.echo(f"{p}: average {fmt(a.all)} (held-out {fmt(a.held_out)}), {ips}")
-    if getattr(state, "distributed", False):
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    # Under a multi-process launch only the main process gets the evaluations back.
+    for ev in evaluate(cfg):
+        click.echo(ev.summary_line())

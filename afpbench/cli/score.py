@@ -19,7 +19,7 @@ def command(predictions, data, real_pool, bootstrap, seed, out, as_json):
     """Recompute accuracy, averages and pair metrics from <results>/<detector>/predictions/*.parquet."""
     from pathlib import Path
 
-    from afpbench.harness import score_predictions
+    from afpbench.scoring import score_predictions
 
     pool = [p.strip() for p in real_pool.split(",") if p.strip()] if real_pool else None
     metrics, _ = score_predictions(predictions, data=[Path(d) for d in data], real_pool=pool, bootstrap=bootstrap, seed=seed)

@@ -70,7 +70,7 @@ class WeightsSource(BaseModel):
     source: str = Field(description="Where to download it (URL or repository path).")
     sha256: str | None = Field(None, description="Expected sha256 when known; afpbench always records the sha256 of the file it loaded.")
     license: str = Field("", description="License of the weights.")
-    note: str = ""
+    note: str = Field("", description="Anything else about the file.")
 
 
 class DetectorCard(BaseModel):
@@ -79,14 +79,14 @@ class DetectorCard(BaseModel):
     name: str = Field(description="Registry name, e.g. 'antifakeprompt'.")
     tag: str | None = Field(None, description="Variant tag (the part after the dot), None for the default.")
     variants: list[str] = Field(default_factory=list, description="Every selectable 'name.tag'.")
-    description: str = ""
+    description: str = Field("", description="What the detector is, in one sentence.")
     paper: str = Field("", description="Citation of the method.")
     code: str = Field("", description="Upstream code the method comes from.")
     license: str = Field("", description="License of the method's code/weights.")
     weights: WeightsSource | None = Field(None, description="Released weights this variant loads (None: no file needed or trained by afpbench).")
     training_data: str = Field("", description="What the weights were trained on.")
     base: str | None = Field(None, description="Backbone this detector was built on (folder or hub id), when any.")
-    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing, description="How an image becomes the detector's input.")
     threshold: float = Field(0.5, description="pred = score > threshold (a tie is real).")
     threshold_policy: str = Field("fixed", description="How the threshold was chosen.")
     trainable: bool = Field(False, description="Whether `afpbench train` can train it.")
@@ -433,6 +433,12 @@ class Detector:
     def collate(self, items: list[Any]) -> Any:
         import torch
 
+        # default_collate stacks same-shape tensors exactly as torch.stack does, and inside
+        # a DataLoader worker it stacks straight into shared memory: one copy less for
+        # every batch a worker sends to the scorer.
+        first = items[0] if items else None
+        if isinstance(first, torch.Tensor) and all(isinstance(x, torch.Tensor) and x.shape == first.shape for x in items):
+            return torch.utils.data.default_collate(items)
         return torch.stack(items)
 
     def forward_scores(self, batch: "torch.Tensor") -> "torch.Tensor":

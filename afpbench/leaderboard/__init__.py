@@ -47,6 +47,7 @@ from afpbench._util.io import remove, tmp_name
 from afpbench._util.locking import lock_scope
 from afpbench.errors import AfpbenchError
 from afpbench.leaderboard import _summaries as S
+from afpbench._util.hashing import sha256_file
 from afpbench.leaderboard.html import render_html
 from afpbench.leaderboard.markdown import render_markdown, render_text_table
 from afpbench.results import (
@@ -58,14 +59,11 @@ from afpbench.results import (
     MetricsBlock,
     Predictions,
     ResultsFile,
-    compute_metrics,
     dump_json,
-    label_name,
     load_results,
-    predict,
     read_predictions,
-    sha256_file,
 )
+from afpbench.scoring import compute_metrics, label_name, predict
 
 logger = logging.getLogger(__name__)
 
@@ -222,18 +220,18 @@ def _recompute(job: tuple[Path, ResultsFile]) -> tuple[dict[str, Predictions], M
         p = read_predictions(path)
         meta = p.meta
         # Predictions written before views existed carry no view: they are native.
-        raw_view = meta.get("view")
+        raw_view = meta.view.model_dump() if meta.view is not None else None
         pred_view = raw_view.get("name", "native") if isinstance(raw_view, dict) else (raw_view or "native")
         problem = None
         if p.name != d.name:
             problem = f"holds predictions of set '{p.name}', not '{d.name}'"
         elif len(p.ids) != d.predictions.rows:
             problem = f"holds {len(p.ids)} rows, the results file says {d.predictions.rows}"
-        elif meta.get("fingerprint") != d.fingerprint:
+        elif meta.fingerprint != d.fingerprint:
             problem = "was made on another build of the set (its fingerprint differs from the results file's)"
-        elif meta.get("detector") not in (None, r.detector.full_name):
-            problem = f"holds predictions of detector {meta.get('detector')}, not {r.detector.full_name}"
-        elif r.run.evaluation_id and meta.get("evaluation_id") != r.run.evaluation_id:
+        elif meta.detector != r.detector.full_name:
+            problem = f"holds predictions of detector {meta.detector}, not {r.detector.full_name}"
+        elif r.run.evaluation_id and meta.evaluation_id != r.run.evaluation_id:
             problem = "comes from another evaluation than the results file (evaluation ids differ)"
         elif pred_view != _view_name(r):
             problem = f"holds predictions under view {pred_view}, the results file says {_view_name(r)}"

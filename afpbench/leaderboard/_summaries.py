@@ -17,6 +17,7 @@ import numpy as np
 
 from afpbench.errors import AfpbenchError
 from afpbench.metrics import PAIR_METRICS, mean_estimate, percentile_interval
+from afpbench._util.hashing import sha256_file
 from afpbench.results import (
     AuditPairSummary,
     AuditShortcut,
@@ -30,7 +31,6 @@ from afpbench.results import (
     RobustnessRow,
     ViewComparison,
     ViewDetector,
-    sha256_file,
 )
 
 #: The threshold-free metrics a leaderboard shows: metrics.PAIR_METRICS without the two
