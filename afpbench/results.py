@@ -21,10 +21,10 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Sequence
+from typing import Annotated, Any, ClassVar, Literal, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from afpbench.detectors.base import DetectorCard
 from afpbench.errors import AfpbenchError
@@ -40,6 +40,19 @@ class _Model(BaseModel):
     # NaN and infinities are refused everywhere: a number that is not finite is never a
     # result (Python's json module would otherwise read NaN/Infinity literals).
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    #: Optional fields added to schema 1 after files were first written: left out of a file
+    #: while null, so a run that uses none of them writes what earlier releases wrote, byte
+    #: for byte (tests/test_evaluate_regression.py holds such files).
+    _added_optional: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _omit_added_nulls(self, handler: Any) -> Any:
+        data = handler(self)
+        if self._added_optional and isinstance(data, dict):
+            for key in self._added_optional:
+                if key in data and data[key] is None:
+                    del data[key]
+        return data
 
 
 #: Every metric is a fraction (tables multiply by 100): accuracies, AUC, AP, EER, TPRs.
@@ -137,6 +150,8 @@ class DetectorInfo(_Model):
 class PerturbationInfo(_Model):
     """A robustness perturbation applied before preprocessing (an afpbench extension)."""
 
+    _added_optional: ClassVar[frozenset[str]] = frozenset({"families", "length"})
+
     name: str = Field(description="Suite name (e.g. 'social') or the canonical spec.")
     spec: str = Field(description="Canonical chain of operations, e.g. 'resize:0.5+jpeg:75'.")
     seed: int = Field(description="Suite seed; each image's seed derives from it and the row id.")
@@ -191,6 +206,8 @@ class PredictionsFileInfo(_Model):
 
 class DatasetInfo(_Model):
     """One evaluated set, pinned by its fingerprint."""
+
+    _added_optional: ClassVar[frozenset[str]] = frozenset({"recipe_fingerprint"})
 
     name: str = Field(description="Set name.")
     role: Literal["held-in", "held-out", "calibration"] = Field(description="Role in the profile; calibration sets only set the threshold.")
@@ -293,6 +310,8 @@ class MetricsBlock(_Model):
 class ResultsFile(_Model):
     """One detector (x perturbation) evaluated on a list of sets."""
 
+    _added_optional: ClassVar[frozenset[str]] = frozenset({"view"})
+
     schema_version: int = Field(SCHEMA_VERSION, description="Version of this schema; readers refuse newer versions.")
     kind: Literal["afpbench.results"] = Field("afpbench.results", description="File type marker.")
     created: str = Field(description="UTC time the file was written (ISO 8601).")
@@ -314,6 +333,8 @@ class ResultsFile(_Model):
 
 class PredictionsMeta(_Model):
     """What a predictions file says about its scores (stored in the parquet schema metadata)."""
+
+    _added_optional: ClassVar[frozenset[str]] = frozenset({"view"})
 
     schema_version: int = Field(SCHEMA_VERSION, description="Version of this schema; readers refuse newer versions.")
     dataset: str = Field(description="The set the predictions are of.")

@@ -22,6 +22,7 @@ from afpbench.testing import write_images
 from afpbench.errors import AfpbenchError
 from afpbench.evaluate import EvalConfig, evaluate
 from afpbench.leaderboard import build_site, render_text_table
+from afpbench.detectors.base import DetectorCard
 from afpbench.results import SCHEMA_VERSION, DetectorInfo, load_leaderboard, load_results, read_predictions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +46,8 @@ class Toy:
         return {"gain": self.gain}
 
     def describe(self):
-        return DetectorInfo(name=self.name, tag=self.tag, full_name=self.full_name, arguments=self.arguments(), weights_sha256=self.weights_sha256)
+        return DetectorInfo(name=self.name, tag=self.tag, full_name=self.full_name, arguments=self.arguments(), weights_sha256=self.weights_sha256,
+                            card=getattr(self, "card", None))
 
     def preprocess(self, image, row=None):
         return torch.from_numpy(np.asarray(image.convert("L").resize((48, 48)), dtype=np.float32) / 255.0)[None]
@@ -264,7 +266,7 @@ BIAS_SETS = ["flickr", "sd2", "sdxl"]
 class NCToy(Toy):
     """The toy with a card saying its licence forbids commercial use."""
 
-    card: ClassVar[dict] = {"name": "toy", "noncommercial": True}
+    card: ClassVar[DetectorCard] = DetectorCard(name="toy", noncommercial=True)
 
 
 def _view_copy(src: Path, dst: Path, names: list[str], view) -> None:
@@ -297,7 +299,7 @@ def _as_view(results: list[Path], view, native_fingerprints: dict[str, str]) -> 
         for d in r.datasets:
             pfile = path.parent / d.predictions.path
             p = read_predictions(pfile)
-            meta = {**p.meta, "fingerprint": native_fingerprints[d.name], "view": view.record()}
+            meta = p.meta.model_copy(update={"fingerprint": native_fingerprints[d.name], "view": ViewInfo(**view.record())})
             d.predictions.sha256 = write_predictions(pfile, p.ids, p.labels, p.scores, p.preds, meta)
             d.fingerprint = native_fingerprints[d.name]
         r.view = ViewInfo(**view.record())
@@ -323,7 +325,7 @@ def bias(tmp_path_factory, photos):
         return ["format", Toy(), Toy("sharp", 80.0), NCToy("nc")]
 
     def run(out, folder, **kw):
-        return evaluate(EvalConfig(detectors=dets(), data=[folder], datasets=BIAS_SETS, out=root / out, batch_size=8, bootstrap=100, num_workers=0, progress=False, **kw))
+        return [e.path for e in evaluate(EvalConfig(detectors=dets(), data=[folder], datasets=BIAS_SETS, out=root / out, batch_size=8, bootstrap=100, num_workers=0, progress=False, **kw))]
 
     native = run("native", data, perturb=[None, "chain"])
     pool = [r["image"]["bytes"] for b in open_dataset(data / "flickr").iter_batches(64) for r in b]
@@ -405,7 +407,7 @@ def test_view_results_are_checked_like_the_others(bias, tmp_path):
     # Predictions that say they are native under a results file of a view.
     d = data["datasets"][1]
     p = read_predictions(copy / d["predictions"]["path"])
-    d["predictions"]["sha256"] = write_predictions(copy / d["predictions"]["path"], p.ids, p.labels, p.scores, p.preds, {**p.meta, "view": None})
+    d["predictions"]["sha256"] = write_predictions(copy / d["predictions"]["path"], p.ids, p.labels, p.scores, p.preds, p.meta.model_copy(update={"view": None}))
     results.write_text(json.dumps(data))
     with pytest.raises(AfpbenchError, match=r"holds predictions under view native, the results file says codec-matched") as exc:
         build_site([bias["native"]["format"], results], tmp_path / "x")
