@@ -187,9 +187,18 @@ class Perturbation:
 
     def apply_encoded(self, enc: Any, row_id: str) -> Any:
         """The row's file after the chain: bytes, format and size describe the perturbed image."""
+        return self.perturb_file(enc, row_id)[0]
+
+    def perturb_file(self, enc: Any, row_id: str, image: Any = None) -> tuple[Any, Any]:
+        """(the perturbed file, its decoded RGB pixels). ``image``: ``enc`` already decoded.
+
+        A codec step writes the file and is decoded right away (the next step, and the
+        detector, see what the codec left); pixel steps are re-encoded at the end in the
+        current container, and decoded again only when that container is lossy.
+        """
         from afpbench.views import decode, encode, reencode_like
 
-        image = decode(enc).convert("RGB")
+        image = (decode(enc) if image is None else image).convert("RGB")
         spec = self.spec if self.name != "chain" else f"chain|{self.condition(row_id)}"
         current = enc  # the container the pixels are in right now
         last: Any = None  # the file a codec step produced, while no pixel step followed it
@@ -201,7 +210,10 @@ class Perturbation:
             else:
                 image = op.apply(image, rng).convert("RGB")
                 last = None
-        return last if last is not None else reencode_like(image, current)
+        if last is not None:
+            return last, image
+        out = reencode_like(image, current)
+        return out, (image if out.format == "png" else decode(out))
 
     def record(self) -> dict[str, Any]:
         """What a results file stores about this perturbation."""

@@ -172,6 +172,9 @@ class ViewInfo(_Model):
     seed: int = Field(0, description="Seed of the per-row draws of the matched views.")
     rows: Literal["all", "fakes", "none"] | None = Field(None, description="Which rows the view rewrites: all, only the fakes (matched views) or none (native).")
     pool: dict[str, Any] | None = Field(None, description="What the matched views drew from: the real pool's sets, image count, formats and JPEG qualities.")
+    excluded_sets: list[str] | None = Field(None, description="Sets this view left out entirely (crop:N larger than every image of the set).")
+
+    _added_optional: ClassVar[frozenset[str]] = frozenset({"excluded_sets"})
 
 
 class ThresholdPolicy(_Model):
@@ -207,7 +210,7 @@ class PredictionsFileInfo(_Model):
 class DatasetInfo(_Model):
     """One evaluated set, pinned by its fingerprint."""
 
-    _added_optional: ClassVar[frozenset[str]] = frozenset({"recipe_fingerprint"})
+    _added_optional: ClassVar[frozenset[str]] = frozenset({"recipe_fingerprint", "refused"})
 
     name: str = Field(description="Set name.")
     role: Literal["held-in", "held-out", "calibration"] = Field(description="Role in the profile; calibration sets only set the threshold.")
@@ -220,13 +223,16 @@ class DatasetInfo(_Model):
         None, description="Recipe fingerprint from its manifest: equal for any faithful rebuild of the recipe (null in files written before it was recorded)."
     )
     rows_total: Count = Field(description="Rows in the dataset.")
-    rows_evaluated: Count = Field(description="Rows evaluated (less than rows_total only with --limit).")
+    rows_evaluated: Count = Field(description="Rows evaluated (less than rows_total only with --limit, or with rows a view refused).")
+    refused: list[str] | None = Field(
+        None, description="Ids of the rows the evaluation view left out (crop:N: images smaller than N), which are not in the predictions; null when none."
+    )
     predictions: PredictionsFileInfo = Field(description="The per-image predictions of this set.")
 
     @model_validator(mode="after")
     def _rows(self) -> DatasetInfo:
-        if self.rows_evaluated > self.rows_total:
-            raise ValueError(f"rows_evaluated {self.rows_evaluated} exceeds rows_total {self.rows_total}")
+        if self.rows_evaluated + len(self.refused or ()) > self.rows_total:
+            raise ValueError(f"rows_evaluated {self.rows_evaluated} (+ {len(self.refused or ())} refused) exceeds rows_total {self.rows_total}")
         if self.predictions.rows != self.rows_evaluated:
             raise ValueError(f"the predictions file holds {self.predictions.rows} rows, rows_evaluated says {self.rows_evaluated}")
         return self
@@ -615,6 +621,9 @@ class Predictions:
     scores: np.ndarray
     preds: np.ndarray
     meta: PredictionsMeta | None = None
+    #: Per image, what it was scored under when that differs by image (the drawn chain of
+    #: the ``chain`` suite); None when every image got the same condition.
+    conditions: list[str] | None = None
 
     @property
     def name(self) -> str:
@@ -623,21 +632,23 @@ class Predictions:
         return self.meta.dataset
 
 
-def write_predictions(path: Path, ids: Sequence[str], labels: Sequence[int], scores: Sequence[float], preds: Sequence[int], meta: PredictionsMeta) -> str:
-    """Write predictions (id, label, score, pred) as parquet with afpbench metadata; return the sha256."""
+def write_predictions(path: Path, ids: Sequence[str], labels: Sequence[int], scores: Sequence[float], preds: Sequence[int], meta: PredictionsMeta,
+                      conditions: Sequence[str] | None = None) -> str:
+    """Write predictions (id, label, score, pred[, condition]) as parquet with afpbench metadata; return the sha256."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from afpbench._util.hashing import sha256_file
 
-    table = pa.table(
-        {
-            "id": pa.array(list(ids), pa.string()),
-            "label": pa.array(np.asarray(labels, dtype=np.int8), pa.int8()),
-            "score": pa.array(np.asarray(scores, dtype=np.float64), pa.float64()),
-            "pred": pa.array(np.asarray(preds, dtype=np.int8), pa.int8()),
-        }
-    )
+    columns = {
+        "id": pa.array(list(ids), pa.string()),
+        "label": pa.array(np.asarray(labels, dtype=np.int8), pa.int8()),
+        "score": pa.array(np.asarray(scores, dtype=np.float64), pa.float64()),
+        "pred": pa.array(np.asarray(preds, dtype=np.int8), pa.int8()),
+    }
+    if conditions is not None:
+        columns["condition"] = pa.array(list(conditions), pa.string())
+    table = pa.table(columns)
     table = table.replace_schema_metadata({PREDICTIONS_META_KEY: json.dumps(meta.model_dump(mode="json"), sort_keys=True).encode()})
     from afpbench._util.io import replacing
 
@@ -678,4 +689,5 @@ def read_predictions(path: str | Path) -> Predictions:
         scores=table.column("score").to_numpy().astype(np.float64),
         preds=table.column("pred").to_numpy().astype(np.int8),
         meta=meta,
+        conditions=table.column("condition").to_pylist() if "condition" in table.column_names else None,
     )

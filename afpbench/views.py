@@ -136,9 +136,11 @@ class PoolStats:
     names: list[str]
     codecs: list[Codec]
     sizes: list[tuple[int, int]]
+    #: Set name -> content fingerprint of the pool sets the statistics were read from.
+    fingerprints: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_bytes(cls, names: list[str], blobs: Iterable[bytes]) -> "PoolStats":
+    def from_bytes(cls, names: list[str], blobs: Iterable[bytes], fingerprints: dict[str, str] | None = None) -> "PoolStats":
         from afpbench.audit import image_features
 
         codecs, sizes = [], []
@@ -150,13 +152,14 @@ class PoolStats:
             sizes.append((f.width, f.height))
         if not codecs:
             raise AfpbenchError(f"The real pool ({', '.join(names) or 'none'}) has no readable image to match; evaluate a real set with the matched view.")
-        return cls(names, codecs, sizes)
+        return cls(names, codecs, sizes, dict(fingerprints or {}))
 
     def record(self) -> dict[str, Any]:
         from collections import Counter
 
         return {
             "real_pool": list(self.names),
+            "fingerprints": dict(self.fingerprints),
             "n": len(self.codecs),
             "formats": dict(Counter(c.format for c in self.codecs)),
             "jpeg_qualities": sorted({c.quality for c in self.codecs if c.quality is not None}),
@@ -193,6 +196,10 @@ class View:
     @property
     def needs_pool(self) -> bool:
         return self.matched
+
+    def refuses(self, width: int, height: int) -> bool:
+        """Whether this view leaves out an image of this size (crop:N of a smaller image)."""
+        return self.kind == "crop" and (int(width) < int(self.param) or int(height) < int(self.param))
 
     def applies_to(self, label: int) -> bool:
         return not self.native and (not self.matched or int(label) == 1)

@@ -1,4 +1,4 @@
-"""Regression: ``evaluate`` writes what the files kept in ``tests/testdata/evaluate-v1/`` say.
+"""Regression: ``evaluate`` writes what the files kept in ``tests/testdata/evaluate-v2/`` say.
 
 The folder holds small input sets (``data/``: made once with ``afpbench.testing.write_images``
 from the bundled photos, and kept so that a change in an image encoder cannot move the
@@ -17,7 +17,14 @@ metadata; results files field by field, in order. Per-run fields, the only ones 
 
 The old files must also keep reading: ``score`` recomputes their metrics and the
 leaderboard accepts them. Regenerate (only for an intended format change, as a new
-``evaluate-vN``) with ``python tests/test_evaluate_regression.py --regenerate``.
+``evaluate-vN``) with ``python tests/test_evaluate_regression.py --regenerate``; the input
+sets are carried over from the previous version.
+
+History: v1 was written by the harness before the evaluate package existed, and the
+package reproduced it. v2 keeps v1's inputs and native outputs (identical) and changes
+only what perturbations and views mean now: a perturbation acts on the stored file, so a
+row-level detector (``format``) sees the perturbed file's format and size, and its cache
+key says so; it adds runs with views and the chain suite.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from afpbench.evaluate import EvalConfig, evaluate
 from afpbench.results import PREDICTIONS_META_KEY, load_results
 from afpbench.scoring import score_predictions
 
-FIXTURE = Path(__file__).resolve().parent / "testdata" / "evaluate-v1"
+FIXTURE = Path(__file__).resolve().parent / "testdata" / "evaluate-v2"
 SETS = ("coco", "flickr", "sd2", "sdxl", "calib")
 
 #: The evaluations kept: deterministic detectors (row-level, content-hashed, constant),
@@ -49,6 +56,12 @@ RUNS: dict[str, dict] = {
     ),
     "limited": dict(
         detectors=["random.3"], datasets=["flickr", "sd2"], roles={"flickr": "held-in"}, limit=4, bootstrap=30, seed=1, batch_size=3, num_workers=0,
+    ),
+    # Views of the stored bytes (matched to the real pool flickr, JPEG 40x30; a 30 px centre
+    # crop) and the chained-degradation suite.
+    "views": dict(
+        detectors=["format", "size"], views=["native", "codec-matched", "size-matched", "crop:30"], perturb=[None, "chain"],
+        datasets=["coco", "flickr", "sd2", "sdxl"], real_pool=["flickr"], bootstrap=30, seed=3, view_seed=2, perturb_seed=4, batch_size=4, num_workers=1,
     ),
 }
 
@@ -91,8 +104,10 @@ def rerun(tmp_path_factory) -> Path:
 
 def test_fixture_is_complete():
     kept = [f.relative_to(FIXTURE / "results").as_posix() for f in _folders(FIXTURE / "results")]
+    views = ("", "@codec-matched-seed2", "@size-matched-seed2", "@crop-30-seed2")
     assert kept == sorted(
         [f"main/{d}{s}" for d in ("constant.fake", "format", "random", "size") for s in ("", "@jpeg-75")] + ["limited/random.3"]
+        + [f"views/{d}{v}{p}" for d in ("format", "size") for v in views for p in ("", "@chain-seed4")]
     )
 
 
@@ -176,8 +191,13 @@ def _make_sets(root: Path) -> None:
 
 
 def _regenerate() -> None:
+    previous = sorted(FIXTURE.parent.glob("evaluate-v*"), key=lambda p: int(p.name.rsplit("v", 1)[1]))
+    previous = [p for p in previous if p != FIXTURE]
     shutil.rmtree(FIXTURE, ignore_errors=True)
-    _make_sets(FIXTURE / "data")
+    if previous:  # the same inputs as before: only the outputs may move
+        shutil.copytree(previous[-1] / "data", FIXTURE / "data")
+    else:
+        _make_sets(FIXTURE / "data")
     for name in RUNS:
         _run(name, FIXTURE / "data", FIXTURE / "results" / name)
     for lock in FIXTURE.rglob(".*.afpbench.lock"):

@@ -1,15 +1,16 @@
-"""Evaluation: datasets x detectors (x perturbations) -> predictions -> results.
+"""Evaluation: datasets x detectors (x views x perturbations) -> predictions -> results.
 
-One pass over the images serves every detector and perturbation: each row is read and
-decoded once (in DataLoader workers), perturbed once per suite, preprocessed once per
-detector, and the main process scores the batches (:mod:`.pipeline`). Per-image scores
-are appended to a resume cache as they come (:mod:`.cache`); the final predictions are
-written as ``<out>/<detector[.tag]>[@<perturbation>]/predictions/<set>.parquet`` and the
+One pass over the images serves every detector, view and perturbation: each row is read
+once (in DataLoader workers), rewritten and decoded once per view (:mod:`afpbench.views`),
+perturbed once per suite, preprocessed once per detector, and the main process scores the
+batches (:mod:`.pipeline`). Per-image scores are appended to a resume cache as they come
+(:mod:`.cache`); the final predictions are written as
+``<out>/<detector[.tag]>[@<view>][@<perturbation>]/predictions/<set>.parquet`` and the
 metrics (:func:`afpbench.scoring.compute_metrics`) into ``results.json`` beside them
 (:mod:`.finalize`).
 
 Resuming: scores are cached per (detector + arguments, weights sha256, dataset
-fingerprint, perturbation). A killed run leaves flushed cache parts; running the same
+fingerprint, view, perturbation). A killed run leaves flushed cache parts; running the same
 command again scores only the rows that are missing.
 
 Distributed: under ``torchrun``/``accelerate launch`` (WORLD_SIZE > 1) the rows still to
@@ -34,9 +35,12 @@ from afpbench.evaluate.sets import EvalSet, locate_sets, open_sets, resolve_sets
 from afpbench.results import ResultsFile
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
     from afpbench._util.runtime import ProcessGroup
     from afpbench.metrics import BootstrapConfig
     from afpbench.perturb import Perturbation
+    from afpbench.views import View
 
 
 @dataclass(frozen=True)
@@ -88,22 +92,26 @@ def _run(cfg: EvalConfig, bootstrap: BootstrapConfig, pg: ProcessGroup) -> list[
     _check_set_options(cfg, names)
     sets, verify_seconds = open_sets([(n, roles[n]) for n in names] + [(n, "calibration") for n in cfg.calibrate_on], cfg.data, cfg.limit, pg)
     perts = _perturbations(cfg)
+    views = _views(cfg, sets, roles, pg)
     # Under a launcher, "cuda" means this rank's device, as "auto" does (CPU for a gloo launch).
     device = resolve_device("auto" if (pg.distributed and cfg.device == "cuda") else cfg.device, pg.device)
     detectors = pipeline.load_detectors(cfg, device)
-    jobs = [Job(d, p, det, weights, pert, cfg.out) for d, (det, weights) in enumerate(detectors) for p, pert in enumerate(perts)]
+    jobs = [
+        Job(d, p, det, weights, pert, cfg.out, view_pos=v, view=view)
+        for d, (det, weights) in enumerate(detectors) for v, view in enumerate(views) for p, pert in enumerate(perts)
+    ]
     for job in jobs:
         job.folder = cfg.out / job.name
     if len({j.name for j in jobs}) != len(jobs):
         raise AfpbenchError("Two detectors would write to the same results folder; evaluate them separately or give them different tags.")
     for job in jobs:
         info = job.det.describe()
-        job.keys = {s.name: cache_key(info, s.fingerprint, job.perturbation) for s in sets.values()}
+        job.keys = {s.name: cache_key(info, s.fingerprint, job.perturbation, job.view) for s in sets.values()}
     _lock_jobs(cfg, pg, jobs)
 
-    plan = pipeline.plan_rows(jobs, sets, cfg.resume, pg)
+    plan = pipeline.plan_rows(jobs, sets, cfg.resume, pg, _kept_rows(jobs, sets, views))
     writer = CacheWriter(pg.rank, cfg.flush_every, cfg.flush_seconds)
-    stats = pipeline.score_pass(cfg, pg, device, sets, jobs, perts, plan, writer)
+    stats = pipeline.score_pass(cfg, pg, device, sets, jobs, perts, plan, writer, views)
     # Every process's new scores, timings and memory, on the main process.
     reports = pg.gather(ProcessReport(
         scores=writer.new_scores(), scored=stats.scored, wall=stats.wall, threads=stats.torch_threads,
@@ -113,7 +121,7 @@ def _run(cfg: EvalConfig, bootstrap: BootstrapConfig, pg: ProcessGroup) -> list[
     if pg.is_main:
         ctx = RunContext(cfg, profile, roles, bootstrap, device, pg.world, len(detectors), stats.workers, uuid.uuid4().hex, verify_seconds)
         for j, job in enumerate(jobs):
-            result = finalize_job(j, job, sets, plan.cached, reports, plan.rows_cached(j, sets), ctx)
+            result = finalize_job(j, job, sets, plan.cached, reports, plan.rows_cached(j, sets), ctx, plan)
             out.append(Evaluation(job.folder / "results.json", result))
     pg.barrier()
     return out
@@ -136,6 +144,58 @@ def _perturbations(cfg: EvalConfig) -> list[Perturbation | None]:
     if len({p.spec if p else None for p in perts}) != len(perts):
         raise AfpbenchError("The same perturbation is listed twice; give each --perturb once.")
     return perts
+
+
+def _views(cfg: EvalConfig, sets: dict[str, EvalSet], roles: dict[str, str], pg: ProcessGroup) -> list[View]:
+    """The config's views; the matched ones get the real pool's codecs and sizes, read from
+    the pool's stored headers once (main process) and shared with every process."""
+    from afpbench.views import PoolStats, parse_views
+
+    views = parse_views([v or "native" for v in (cfg.views or [None])], cfg.view_seed)
+    if not any(v.needs_pool for v in views):
+        return views
+    stats = None
+    if pg.is_main:
+        from afpbench.scoring import default_real_pool, label_name
+
+        test = {n: s for n, s in sets.items() if s.role != "calibration"}
+        labels = {n: label_name(s.labels) for n, s in test.items()}
+        pool = sorted(cfg.real_pool if cfg.real_pool is not None else default_real_pool(labels, roles)[0])
+        if not pool:
+            raise AfpbenchError("The matched views draw codecs and sizes from the real pool, and no real set is evaluated; add a real set (e.g. flickr) or --real-pool.")
+
+        def blobs():
+            for n in pool:
+                for batch in test[n].reader.iter_batches(batch_size=256, columns=["image"], stop=test[n].n_eff):
+                    for row in batch:
+                        yield (row["image"] or {}).get("bytes") or b""
+
+        stats = PoolStats.from_bytes(pool, blobs(), {n: test[n].fingerprint for n in pool})
+    stats = pg.broadcast(stats)
+    for v in views:
+        if v.needs_pool:
+            v.pool = stats
+    return views
+
+
+def _kept_rows(jobs: list[Job], sets: dict[str, EvalSet], views: list[View]) -> dict[tuple[int, str], np.ndarray]:
+    """Per (job, set), the rows the job's view keeps: crop:N leaves out images smaller than N
+    (their stored width and height say so before anything is decoded)."""
+    import numpy as np
+
+    sizes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    kept: dict[tuple[int, str], np.ndarray] = {}
+    for j, job in enumerate(jobs):
+        for s in sets.values():
+            view = job.view
+            if view is None or view.kind != "crop":
+                kept[(j, s.name)] = np.ones(s.n_eff, dtype=bool)
+                continue
+            if s.name not in sizes:
+                sizes[s.name] = (np.asarray(s.reader.column("width")[: s.n_eff]), np.asarray(s.reader.column("height")[: s.n_eff]))
+            w, h = sizes[s.name]
+            kept[(j, s.name)] = (w >= view.param) & (h >= view.param)
+    return kept
 
 
 def _lock_jobs(cfg: EvalConfig, pg: ProcessGroup, jobs: list[Job]) -> None:

@@ -26,23 +26,28 @@ if TYPE_CHECKING:  # pragma: no cover
     from afpbench.evaluate.sets import EvalSet
     from afpbench.perturb import Perturbation
     from afpbench.results import DetectorInfo
+    from afpbench.views import View
+
+#: Perturbations act on the stored file (bytes, format and size of the row describe the
+#: perturbed image); scores cached before they did are not reused.
+PERTURBATION_SEMANTICS = 2
 
 
-def cache_key(detector: DetectorInfo, fingerprint: str, perturbation: Perturbation | None) -> str:
-    """Key of a (detector + arguments, weights, dataset, perturbation) score cache."""
+def cache_key(detector: DetectorInfo, fingerprint: str, perturbation: Perturbation | None, view: View | None = None) -> str:
+    """Key of a (detector + arguments, weights, dataset, view, perturbation) score cache."""
     args = {k: v for k, v in detector.arguments.items() if k != "device"}  # a device move keeps the scores
-    blob = json.dumps(
-        {
-            "detector": detector.full_name,
-            "arguments": args,
-            "weights_sha256": detector.weights_sha256,
-            "fingerprint": fingerprint,
-            "perturbation": perturbation.record() if perturbation else None,
-        },
-        sort_keys=True,
-        default=str,
-    )
-    return sha256_bytes(blob.encode())[:16]
+    key = {
+        "detector": detector.full_name,
+        "arguments": args,
+        "weights_sha256": detector.weights_sha256,
+        "fingerprint": fingerprint,
+        "perturbation": perturbation.record() if perturbation else None,
+    }
+    if perturbation is not None:
+        key["perturbation_semantics"] = PERTURBATION_SEMANTICS
+    if view is not None and not view.native:  # native keys stay what they always were
+        key["view"] = view.record()
+    return sha256_bytes(json.dumps(key, sort_keys=True, default=str).encode())[:16]
 
 
 def cache_dir(folder: Path, set_name: str, key: str) -> Path:

@@ -17,6 +17,7 @@ from afpbench.errors import AfpbenchError
 if TYPE_CHECKING:  # pragma: no cover
     from afpbench.detectors.base import Scorer
     from afpbench.perturb import Perturbation
+    from afpbench.views import View
 
 #: Roles of a test set; calibration sets have the role "calibration".
 ROLES = ("held-in", "held-out")
@@ -84,9 +85,13 @@ class EvalConfig:
     data: list[Path]
     datasets: list[str] | None = None
     profile: str | None = None
-    #: Perturbation specs ("jpeg:75", "social", ...); None or "none" = clean images.
+    #: Perturbation specs ("jpeg:75", "social", "chain", ...); None or "none" = clean images.
     perturb: list[str | None] = field(default_factory=lambda: [None])
     perturb_seed: int = 0
+    #: Views of the stored bytes ("native", "jpeg:90", "codec-matched", "size-matched",
+    #: "crop:256"); every perturbation is applied under every view.
+    views: list[str | None] = field(default_factory=lambda: [None])
+    view_seed: int = 0
     out: Path = Path("results")
     batch_size: int = 32
     device: str = "auto"
@@ -132,7 +137,7 @@ class EvalConfig:
 
 @dataclass
 class Job:
-    """One detector under one perturbation: one results folder."""
+    """One detector under one view and one perturbation: one results folder."""
 
     det_pos: int
     pert_pos: int
@@ -144,10 +149,18 @@ class Job:
     #: set name -> key of the score cache the set's scores belong to
     keys: dict[str, str] = field(default_factory=dict)
     score_seconds: float = 0.0
+    view_pos: int = 0
+    #: None or a native view: the stored bytes.
+    view: View | None = None
+
+    @property
+    def viewed(self) -> bool:
+        return self.view is not None and not self.view.native
 
     @property
     def name(self) -> str:
-        return self.det.full_name + (f"@{self.perturbation.slug}" if self.perturbation else "")
+        """``<detector>[@<view>][@<perturbation>]``: the results folder's name."""
+        return self.det.full_name + (f"@{self.view.slug}" if self.viewed else "") + (f"@{self.perturbation.slug}" if self.perturbation else "")
 
 
 __all__ = ["DEFAULT_FLUSH_SECONDS", "FLUSH_SECONDS_ENV", "ROLES", "DetectorSpec", "EvalConfig", "Job", "detector_options"]

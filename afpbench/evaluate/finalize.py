@@ -34,6 +34,7 @@ from afpbench.results import (
     ResultsFile,
     RunInfo,
     ThresholdPolicy,
+    ViewInfo,
     dump_json,
     write_predictions,
 )
@@ -41,6 +42,7 @@ from afpbench.scoring import compute_metrics, label_name, predict
 
 if TYPE_CHECKING:  # pragma: no cover
     from afpbench.detectors.base import Scorer
+    from afpbench.evaluate.pipeline import RowPlan
     from afpbench.evaluate.sets import EvalSet
 
 
@@ -117,6 +119,22 @@ def remove_stale_temporaries(folder: Path) -> None:
             remove(path)
 
 
+@dataclass
+class _Kept:
+    """A set as a job's view scores it (its kept rows' labels), for the threshold policy."""
+
+    s: EvalSet
+    labels: np.ndarray
+
+    @property
+    def role(self) -> str:
+        return self.s.role
+
+    @property
+    def name(self) -> str:
+        return self.s.name
+
+
 def threshold_policy(det: Scorer, sets: dict[str, EvalSet], scores: dict[str, np.ndarray]) -> ThresholdPolicy:
     """Calibrated on the calibration sets when there are any, else the detector's own threshold."""
     cal = [s for s in sets.values() if s.role == "calibration"]
@@ -131,10 +149,13 @@ def threshold_policy(det: Scorer, sets: dict[str, EvalSet], scores: dict[str, np
     return ThresholdPolicy(kind="fixed", value=thr, source=str(source))
 
 
-def merged_scores(j: int, job: Job, sets: dict[str, EvalSet], cached: dict[tuple[int, str], dict[int, float]], reports: list[ProcessReport]) -> dict[str, np.ndarray]:
-    """Every row's score per set: cached ones plus what each process scored (each row once)."""
+def merged_scores(j: int, job: Job, sets: dict[str, EvalSet], cached: dict[tuple[int, str], dict[int, float]], reports: list[ProcessReport],
+                  kept: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Every kept row's score per set: cached ones plus what each process scored (each row
+    once). Rows the job's view left out (``kept`` False) stay NaN and are dropped later."""
     scores: dict[str, np.ndarray] = {}
     for s in sets.values():
+        keep = kept[s.name] if kept is not None else np.ones(s.n_eff, dtype=bool)
         full = np.full(s.n_eff, np.nan)
         seen = np.zeros(s.n_eff, dtype=np.int64)
         for i, v in cached[(j, s.name)].items():
@@ -147,8 +168,8 @@ def merged_scores(j: int, job: Job, sets: dict[str, EvalSet], cached: dict[tuple
                 full[idx] = sc
         if (seen > 1).any():
             raise AfpbenchError(f"{int((seen > 1).sum())} rows of '{s.name}' were scored by more than one process; this is a bug, please report it.")
-        if np.isnan(full).any():
-            raise AfpbenchError(f"{int(np.isnan(full).sum())} rows of '{s.name}' were never scored for {job.name}; run the same command again to finish them.")
+        if np.isnan(full[keep]).any():
+            raise AfpbenchError(f"{int(np.isnan(full[keep]).sum())} rows of '{s.name}' were never scored for {job.name}; run the same command again to finish them.")
         scores[s.name] = full
     return scores
 
@@ -176,7 +197,7 @@ def _git() -> GitInfo:
 
 
 def finalize_job(j: int, job: Job, sets: dict[str, EvalSet], cached: dict[tuple[int, str], dict[int, float]], reports: list[ProcessReport],
-                 rows_cached: int, ctx: RunContext) -> ResultsFile:
+                 rows_cached: int, ctx: RunContext, plan: RowPlan | None = None) -> ResultsFile:
     """Merge the scores, apply the threshold, write the predictions and results files.
 
     The previous predictions and results of the folder stay as they were until every new
@@ -184,7 +205,8 @@ def finalize_job(j: int, job: Job, sets: dict[str, EvalSet], cached: dict[tuple[
     """
     staging = Staging()
     try:
-        result = _write_files(j, job, sets, cached, reports, rows_cached, ctx, staging)
+        kept = {s.name: plan.kept_rows(j, s.name, s.n_eff) for s in sets.values()} if plan is not None else None
+        result = _write_files(j, job, sets, cached, reports, rows_cached, ctx, staging, kept)
         staging.commit()
     except BaseException:
         staging.discard()
@@ -196,39 +218,62 @@ def finalize_job(j: int, job: Job, sets: dict[str, EvalSet], cached: dict[tuple[
 
 
 def _write_files(j: int, job: Job, sets: dict[str, EvalSet], cached: dict[tuple[int, str], dict[int, float]], reports: list[ProcessReport],
-                 rows_cached: int, ctx: RunContext, staging: Staging) -> ResultsFile:
+                 rows_cached: int, ctx: RunContext, staging: Staging, kept: dict[str, np.ndarray] | None = None) -> ResultsFile:
     cfg = ctx.cfg
-    scores = merged_scores(j, job, sets, cached, reports)
-    policy = threshold_policy(job.det, sets, scores)
+    kept = kept or {s.name: np.ones(s.n_eff, dtype=bool) for s in sets.values()}
+    full = merged_scores(j, job, sets, cached, reports, kept)
+    # The rows each set is scored on under this job's view (crop:N leaves out smaller images).
+    scores = {n: full[n][kept[n]] for n in full}
+    ids = {s.name: [rid for rid, k in zip(s.ids, kept[s.name]) if k] for s in sets.values()}
+    labels = {s.name: s.labels[kept[s.name]] for s in sets.values()}
+    excluded = [s.name for s in sets.values() if not kept[s.name].any()]
+    live = {n: s for n, s in sets.items() if n not in excluded}
+    lost_pool = [n for n in (cfg.real_pool or []) if n in excluded]
+    if lost_pool:
+        raise AfpbenchError(f"View {job.view.name} leaves out every image of the real pool set(s) {', '.join(lost_pool)}; pick a smaller crop or another --real-pool.")
+    if not any(s.role != "calibration" for s in live.values()):
+        raise AfpbenchError(f"View {job.view.name if job.view else 'native'} leaves no image of any set for {job.name}; pick a smaller crop or another view.")
+    policy = threshold_policy(job.det, {n: _Kept(s, labels[n]) for n, s in live.items()}, scores)
     info = job.det.describe()
     pert = PerturbationInfo(**job.perturbation.record()) if job.perturbation else None
+    view = None
+    if job.viewed:
+        view = ViewInfo(**job.view.record(), **({"excluded_sets": excluded} if excluded else {}))
+    chain = job.perturbation is not None and job.perturbation.name == "chain"
     boot = BootstrapInfo(n_resamples=ctx.bootstrap.n_resamples, seed=ctx.bootstrap.seed, confidence=ctx.bootstrap.confidence)
     preds_by_set: dict[str, Predictions] = {}
     infos: list[DatasetInfo] = []
     cal_infos: list[DatasetInfo] = []
     for position, s in enumerate(sets.values()):
+        if s.name in excluded:
+            continue
+        n = len(ids[s.name])
+        refused = [rid for rid, k in zip(s.ids, kept[s.name]) if not k] or None
         pred = predict(scores[s.name], policy.value)
         recipe = s.reader.manifest.get("recipe") or {}  # the manifest's optional recipe reference
         meta = PredictionsMeta(
-            dataset=s.name, position=position, role=s.role, label=label_name(s.labels), family=s.family, fingerprint=s.fingerprint,
-            recipe=recipe, rows_total=s.reader.num_rows, rows_evaluated=s.n_eff, limit=cfg.limit, detector=info.full_name,
-            weights_sha256=info.weights_sha256, perturbation=pert, threshold=policy, real_pool=cfg.real_pool, bootstrap=boot,
+            dataset=s.name, position=position, role=s.role, label=label_name(labels[s.name]), family=s.family, fingerprint=s.fingerprint,
+            recipe=recipe, rows_total=s.reader.num_rows, rows_evaluated=n, limit=cfg.limit, detector=info.full_name,
+            weights_sha256=info.weights_sha256, perturbation=pert, view=view, threshold=policy, real_pool=cfg.real_pool, bootstrap=boot,
             profile=ctx.profile, cache_key=job.keys[s.name], evaluation_id=ctx.evaluation_id,
         )
+        # The chain suite draws each image's operations: the draw is recorded beside its score.
+        conditions = [job.perturbation.condition(rid) for rid in ids[s.name]] if chain else None
         path = job.folder / "predictions" / f"{s.name}.parquet"
-        digest = write_predictions(staging.path(path), s.ids, s.labels, scores[s.name], pred, meta)
+        digest = write_predictions(staging.path(path), ids[s.name], labels[s.name], scores[s.name], pred, meta, conditions)
         dinfo = DatasetInfo(
             name=s.name, role=s.role, label=meta.label, family=s.family,
             recipe_name=recipe.get("name") if isinstance(recipe, dict) else None,
             recipe_version=recipe.get("version") if isinstance(recipe, dict) else None,
-            fingerprint=s.fingerprint, rows_total=s.reader.num_rows, rows_evaluated=s.n_eff,
-            predictions=PredictionsFileInfo(path=f"predictions/{s.name}.parquet", sha256=digest, rows=s.n_eff),
+            fingerprint=s.fingerprint, recipe_fingerprint=s.reader.manifest.get("recipe_fingerprint"),
+            rows_total=s.reader.num_rows, rows_evaluated=n, refused=refused,
+            predictions=PredictionsFileInfo(path=f"predictions/{s.name}.parquet", sha256=digest, rows=n),
         )
         if s.role == "calibration":
             cal_infos.append(dinfo)
         else:
             infos.append(dinfo)
-            preds_by_set[s.name] = Predictions(s.ids, s.labels, scores[s.name], pred, meta)
+            preds_by_set[s.name] = Predictions(ids[s.name], labels[s.name], scores[s.name], pred, meta, conditions)
 
     metrics = compute_metrics(preds_by_set, ctx.roles, cfg.real_pool, ctx.bootstrap)
     scored = sum(r.scored for r in reports)
@@ -254,6 +299,7 @@ def _write_files(j: int, job: Job, sets: dict[str, EvalSet], cached: dict[tuple[
         detector=info.model_copy(update={"weights": str(job.weights) if job.weights else None}),
         profile=ctx.profile,
         perturbation=pert,
+        view=view,
         threshold=policy,
         bootstrap=boot,
         run=run,

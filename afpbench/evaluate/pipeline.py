@@ -1,8 +1,10 @@
-"""The scoring pass: one read of the rows serves every detector and perturbation.
+"""The scoring pass: one read of the rows serves every detector, view and perturbation.
 
 DataLoader workers take work units (:func:`plan_work_units`) in turn; for each unit a
-worker reads the rows, decodes each image once, applies each perturbation once and
-preprocesses per detector (:class:`PassDataset`). The main process scores the batches
+worker reads the rows and, per view, rewrites the stored file (:mod:`afpbench.views`) and
+decodes it once, applies each perturbation once to that file, and preprocesses per
+detector (:class:`PassDataset`). Row-level detectors (``format``, ``size``) get the row's
+format, width, height and byte count of the file they are shown, not of the stored one. The main process scores the batches
 and hands the scores to the resume cache (:func:`score_pass`). This module imports torch;
 :mod:`afpbench.evaluate` imports it only inside ``evaluate()``.
 """
@@ -28,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from afpbench._util.runtime import ProcessGroup
     from afpbench.evaluate.sets import EvalSet
     from afpbench.perturb import Perturbation
+    from afpbench.views import Encoded, View
 
 
 # -- detectors --------------------------------------------------------------------------------
@@ -80,18 +83,25 @@ def plan_work_units(needed: dict[str, np.ndarray], batch_size: int, small_first:
     return units
 
 
-class PassDataset(torch.utils.data.IterableDataset):
-    """Yields one collated batch per work unit: each needed (detector, perturbation) input.
+def file_fields(enc: Encoded) -> dict[str, Any]:
+    """What a row says about the file a detector is shown (row-level detectors read these)."""
+    return {"format": enc.format, "width": enc.width, "height": enc.height, "bytes": enc.nbytes}
 
-    Runs in DataLoader workers: a worker takes every k-th unit, reads its rows, decodes
-    each image once, applies each perturbation once, and preprocesses per detector. A row
-    that cannot be decoded ends the pass with ``{"error": message}``.
+
+class PassDataset(torch.utils.data.IterableDataset):
+    """Yields one collated batch per work unit: each needed (detector, view, perturbation) input.
+
+    Runs in DataLoader workers: a worker takes every k-th unit and reads its rows; per
+    view it rewrites each row's stored file and decodes it once, applies each
+    perturbation once to that file, and preprocesses per detector. A row that cannot be
+    decoded ends the pass with ``{"error": message}``.
     """
 
     def __init__(self, sets: dict[str, EvalSet], units: list[tuple[str, np.ndarray]], jobs: list[Job],
-                 perts: list[Perturbation | None], missing: dict[tuple[int, str], np.ndarray]):
+                 perts: list[Perturbation | None], missing: dict[tuple[int, str], np.ndarray], views: list[View | None] | None = None):
         super().__init__()
         self.sets, self.units, self.jobs, self.perts, self.missing = sets, units, jobs, perts, missing
+        self.views = views or [None]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
@@ -100,7 +110,7 @@ class PassDataset(torch.utils.data.IterableDataset):
             yield self._load(name, rows)
 
     def _load(self, name: str, rows: np.ndarray) -> dict[str, Any]:
-        from afpbench import dataset as ds
+        from afpbench.views import Encoded, decode
 
         s = self.sets[name]
         lo, hi = int(rows[0]), int(rows[-1]) + 1
@@ -114,23 +124,32 @@ class PassDataset(torch.utils.data.IterableDataset):
                 pos += 1
         per_job: dict[int, tuple[list[int], list[Any]]] = {j: ([], []) for j in range(len(self.jobs))}
         for k, (idx, row) in enumerate(picked):
-            try:
-                image = ds.decode_image(row["image"])
-            except AfpbenchError as exc:
-                return {"error": f"Row {row.get('id')} of set '{name}': {exc}"}
-            except Exception as exc:  # PIL raises many types for a corrupt file
-                return {"error": f"Row {row.get('id')} of set '{name}' cannot be decoded ({type(exc).__name__}: {exc}); run afpbench verify on the set and rebuild it."}
-            meta_row = {c: v for c, v in row.items() if c != "image"}
-            # Row-level detectors (format) see the encoded size, as they did in training.
-            meta_row["bytes"] = len((row.get("image") or {}).get("bytes") or b"")
-            for p_pos, pert in enumerate(self.perts):
-                needing = [j for j, job in enumerate(self.jobs) if job.pert_pos == p_pos and self.missing[(j, name)][idx]]
-                if not needing:
+            base = {c: v for c, v in row.items() if c != "image"}
+            for v_pos, view in enumerate(self.views):
+                jobs_v = [j for j, job in enumerate(self.jobs) if job.view_pos == v_pos and self.missing[(j, name)][idx]]
+                if not jobs_v:
                     continue
-                img = pert(image, row["id"]) if pert is not None else image
-                for j in needing:
-                    per_job[j][0].append(k)
-                    per_job[j][1].append(self.jobs[j].det.preprocess(img, meta_row))
+                try:
+                    enc = Encoded.from_row(row)
+                    if view is not None and not view.native:
+                        enc = view.apply(enc, int(row["label"]), row["id"])
+                    image = decode(enc)
+                except AfpbenchError as exc:
+                    return {"error": f"Row {row.get('id')} of set '{name}': {exc}"}
+                except Exception as exc:  # PIL raises many types for a corrupt file
+                    return {"error": f"Row {row.get('id')} of set '{name}' cannot be decoded ({type(exc).__name__}: {exc}); run afpbench verify on the set and rebuild it."}
+                for p_pos, pert in enumerate(self.perts):
+                    needing = [j for j in jobs_v if self.jobs[j].pert_pos == p_pos]
+                    if not needing:
+                        continue
+                    if pert is None:
+                        img, shown = image, enc
+                    else:
+                        shown, img = pert.perturb_file(enc, row["id"], image)
+                    meta_row = {**base, **file_fields(shown)}
+                    for j in needing:
+                        per_job[j][0].append(k)
+                        per_job[j][1].append(self.jobs[j].det.preprocess(img, meta_row))
         inputs = {j: (np.asarray(ks, dtype=np.int64), self.jobs[j].det.collate(xs)) for j, (ks, xs) in per_job.items() if ks}
         return {"set": name, "idx": np.asarray([i for i, _ in picked], dtype=np.int64), "inputs": inputs}
 
@@ -170,16 +189,22 @@ class RowPlan:
     missing: dict[tuple[int, str], np.ndarray]
     #: set -> rows this process reads (every row some job misses, split across processes)
     needed: dict[str, np.ndarray]
+    #: (job, set) -> rows the job's view keeps (crop:N leaves out images smaller than N)
+    kept: dict[tuple[int, str], np.ndarray] | None = None
+
+    def kept_rows(self, j: int, set_name: str, n: int) -> np.ndarray:
+        return self.kept[(j, set_name)] if self.kept is not None else np.ones(n, dtype=bool)
 
     def rows_cached(self, j: int, sets: dict[str, EvalSet]) -> int:
         return sum(int((~self.missing[(j, s.name)]).sum()) for s in sets.values())
 
 
-def plan_rows(jobs: list[Job], sets: dict[str, EvalSet], resume: bool, pg: ProcessGroup) -> RowPlan:
+def plan_rows(jobs: list[Job], sets: dict[str, EvalSet], resume: bool, pg: ProcessGroup, kept: dict[tuple[int, str], np.ndarray] | None = None) -> RowPlan:
     """Cached scores per (job, set), the rows each job still misses, and this process's share.
 
     The cache is read once, on the main process, and broadcast, so every process splits
     the very same list of rows (no gaps, no duplicates even on a non-shared filesystem).
+    ``kept`` masks the rows a job's view leaves out: they are never missing.
     """
     cached = None
     if pg.is_main:
@@ -190,7 +215,7 @@ def plan_rows(jobs: list[Job], sets: dict[str, EvalSet], resume: bool, pg: Proce
     for s in sets.values():
         any_missing = np.zeros(s.n_eff, dtype=bool)
         for j in range(len(jobs)):
-            m = np.ones(s.n_eff, dtype=bool)
+            m = np.ones(s.n_eff, dtype=bool) if kept is None else kept[(j, s.name)].copy()
             done = np.fromiter(cached[(j, s.name)].keys(), dtype=np.int64)
             m[done[done < s.n_eff]] = False
             missing[(j, s.name)] = m
@@ -198,7 +223,7 @@ def plan_rows(jobs: list[Job], sets: dict[str, EvalSet], resume: bool, pg: Proce
         rows = np.flatnonzero(any_missing)
         if len(rows):
             needed[s.name] = np.asarray(pg.split(rows.tolist()), dtype=np.int64)
-    return RowPlan(cached, missing, needed)
+    return RowPlan(cached, missing, needed, kept)
 
 
 # -- the pass -----------------------------------------------------------------------------------------
@@ -231,7 +256,7 @@ def _to_numpy(scores: Any, n: int, job: Job, set_name: str) -> np.ndarray:
 
 
 def score_pass(cfg: EvalConfig, pg: ProcessGroup, device: str, sets: dict[str, EvalSet], jobs: list[Job], perts: Sequence[Perturbation | None],
-               plan: RowPlan, writer: CacheWriter) -> PassStats:
+               plan: RowPlan, writer: CacheWriter, views: Sequence[View | None] | None = None) -> PassStats:
     """The one pass over this process's rows; every score goes to ``writer`` as it comes."""
     needed = {k: v for k, v in plan.needed.items() if len(v)}
     total = sum(len(v) for v in needed.values())
@@ -250,7 +275,7 @@ def score_pass(cfg: EvalConfig, pg: ProcessGroup, device: str, sets: dict[str, E
     from tqdm.auto import tqdm
 
     loader = torch.utils.data.DataLoader(
-        PassDataset(sets, units, jobs, list(perts), plan.missing), batch_size=None, num_workers=workers, collate_fn=_identity,
+        PassDataset(sets, units, jobs, list(perts), plan.missing, list(views or [None])), batch_size=None, num_workers=workers, collate_fn=_identity,
         pin_memory=device.startswith("cuda"), prefetch_factor=4 if workers else None,
         # fork: workers inherit the opened readers and detectors without pickling them.
         multiprocessing_context=("fork" if workers and sys.platform.startswith("linux") else None),
@@ -280,4 +305,4 @@ def score_pass(cfg: EvalConfig, pg: ProcessGroup, device: str, sets: dict[str, E
     return PassStats(scored, time.perf_counter() - t0, workers, torch_threads)
 
 
-__all__ = ["PassDataset", "PassStats", "RowPlan", "cpu_count", "default_workers", "load_detectors", "peak_gpu_memory", "plan_rows", "plan_work_units", "score_pass"]
+__all__ = ["file_fields", "PassDataset", "PassStats", "RowPlan", "cpu_count", "default_workers", "load_detectors", "peak_gpu_memory", "plan_rows", "plan_work_units", "score_pass"]

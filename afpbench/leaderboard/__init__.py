@@ -110,7 +110,7 @@ def load_checked(results_files: Sequence[str | Path], profile: str | None = None
     for item in loaded:
         if item.results.run.limit is not None:
             raise AfpbenchError(f"{item.path} was run with --limit {item.results.run.limit}; evaluate without --limit to publish it.")
-        if any(d.rows_evaluated != d.rows_total for d in item.results.datasets):
+        if any(d.rows_evaluated + len(d.refused or ()) != d.rows_total for d in item.results.datasets):
             raise AfpbenchError(f"{item.path} did not evaluate every row of its sets; evaluate them in full to publish it.")
     profiles = {item.results.profile for item in loaded}
     if len(profiles) > 1:
