@@ -102,7 +102,7 @@ def test_fingerprint_is_independent_of_parts_and_shards(tmp_path, photos):
 
 
 def test_runs_cut_by_bytes_and_rows():
-    from afpbench.dataset import _runs
+    from afpbench.dataset._arrow import runs as _runs
 
     assert list(_runs([4, 4, 4, 4], 8)) == [(0, 2), (2, 4)]
     assert list(_runs([4, 4, 4, 4], 100, max_rows=3)) == [(0, 3), (3, 4)]
@@ -117,7 +117,7 @@ def test_parts_and_row_groups_are_cut_by_bytes(tmp_path, photos, monkeypatch):
     import pyarrow as pa
     import pyarrow.ipc as ipc
 
-    import afpbench.dataset as ds
+    import afpbench.dataset.writer as ds
 
     imgs = [img.resize((40, 40)) for _, img in photos[:12]]
     rows = [make_row(id=f"s/{i:03d}", image=encode_png(im), label=i % 2, dataset="s", width=40, height=40, format="png") for i, im in enumerate(imgs)]
@@ -179,7 +179,7 @@ def test_killed_finalize_leaves_the_previous_dataset_intact(tmp_path, small_set)
     shutil.copytree(small_set, target)
     before = json.loads((target / "manifest.json").read_text())["fingerprint"]
     script = textwrap.dedent(f"""
-        import os, signal, afpbench.dataset as d
+        import os, signal, afpbench.dataset.writer as d
         from afpbench.testing import write_images
         from PIL import Image
         real_swap = d._swap_in
