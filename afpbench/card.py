@@ -17,20 +17,9 @@ from typing import Any
 
 import yaml
 
-from afpbench import LABEL_NAMES
+from afpbench.dataset.schema import features_yaml
 
-FEATURE_DTYPES = {
-    "id": "string", "dataset": "string", "family": "string", "generator": "string", "prompt": "string",
-    "source": "string", "seed": "int64", "width": "int32", "height": "int32", "format": "string", "meta": "string",
-}
 REQUIRED_KEYS = ("pretty_name", "license", "task_categories", "configs", "dataset_info")
-
-
-def _features_yaml() -> list[dict[str, Any]]:
-    feats: list[dict[str, Any]] = [{"name": "id", "dtype": "string"}, {"name": "image", "dtype": "image"}]
-    feats.append({"name": "label", "dtype": {"class_label": {"names": {str(i): n for i, n in enumerate(LABEL_NAMES)}}}})
-    feats += [{"name": k, "dtype": v} for k, v in FEATURE_DTYPES.items() if k != "id"]
-    return feats
 
 
 def _size_category(n: int) -> str:
@@ -58,7 +47,7 @@ def front_matter(manifest: dict[str, Any]) -> dict[str, Any]:
         "size_categories": [_size_category(manifest["num_rows"])],
         "configs": [{"config_name": "default", "data_files": [{"split": "test", "path": "data/test-*.parquet"}]}],
         "dataset_info": {
-            "features": _features_yaml(),
+            "features": features_yaml(),
             "splits": [{"name": "test", "num_bytes": sum(s["bytes"] for s in manifest["shards"]), "num_examples": manifest["num_rows"]}],
         },
     }
@@ -74,8 +63,12 @@ def render_card(manifest: dict[str, Any]) -> str:
         lines += [f"> **Stand-in build.** Made with afpbench's tiny random-weight `{standin.get('kind')}` pipeline "
                   f"({standin.get('builder')}), not with the generator the recipe names. Its images show that the "
                   "pipeline runs; they are not the paper's images and results on them are not the paper's numbers.", ""]
+    lines += [manifest.get("description") or "A test set of the afpbench fake-image detection benchmark.", ""]
+    preview = manifest.get("preview")
+    if preview:
+        # A relative link: the Hub's card renders it from the repo, a local viewer from the folder.
+        lines += [f"![A seeded sample of {len(preview['rows'])} rows of {manifest['name']} (JPEG thumbnails)]({preview['path']})", ""]
     lines += [
-        manifest.get("description") or "A test set of the afpbench fake-image detection benchmark.", "",
         f"- rows: {manifest['num_rows']} ({', '.join(f'{k} {v}' for k, v in manifest['counts'].items())})",
         f"- label: {manifest.get('label', 'mixed')} (0 = real, 1 = fake)",
         f"- family: {manifest.get('family') or 'n/a'}",
@@ -83,6 +76,8 @@ def render_card(manifest: dict[str, Any]) -> str:
         f"- recipe: {rec.get('name', manifest['name'])} v{rec.get('version', '?')}, seed {manifest.get('seed', 'n/a')}",
         f"- source: {_source_text(manifest)}",
         f"- fingerprint: `{manifest['fingerprint']}`",
+        *([f"- recipe fingerprint: `{manifest['recipe_fingerprint']}` (shared by faithful rebuilds, see `afpbench compare`)"]
+          if manifest.get("recipe_fingerprint") else []),
         f"- rejected inputs: {len(manifest.get('rejects', []))} (listed in manifest.json)",
     ]
     gen = manifest.get("generator")
