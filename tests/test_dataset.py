@@ -248,6 +248,10 @@ def test_manifests_written_by_0_1_0_read_as_typed_manifests(kind):
         assert m.import_.key["source"] == m.source["path"] and m.acquisition == "import" and m.rejects[0].input == "bad.png"
     # Dumped by alias, the model gives back the file's JSON.
     assert m.model_dump(mode="json", by_alias=True, exclude_unset=True) == data
+    # The card renders from it (the typed model and the JSON value alike) and is valid for the Hub.
+    from afpbench.card import render_card, validate_card
+
+    assert render_card(m) == render_card(data) and validate_card(render_card(m)) == []
 
 
 def test_a_set_written_by_0_1_0_opens_and_verifies(tmp_path):
