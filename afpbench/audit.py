@@ -37,6 +37,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from afpbench._util.clock import utc_timestamp
 from afpbench.errors import AfpbenchError, DatasetError
 
 logger = logging.getLogger(__name__)
@@ -489,7 +490,7 @@ def audit(cfg: AuditConfig) -> AuditReport:
         pairs.append(pair)
 
     report = AuditReport(
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        created=utc_timestamp(),
         afpbench_version=__version__,
         profile=profile,
         pairing_rule=rule,

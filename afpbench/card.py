@@ -17,20 +17,10 @@ from typing import Any
 
 import yaml
 
-from afpbench import LABEL_NAMES
+from afpbench.dataset.manifest import Manifest
+from afpbench.dataset.schema import features_yaml
 
-FEATURE_DTYPES = {
-    "id": "string", "dataset": "string", "family": "string", "generator": "string", "prompt": "string",
-    "source": "string", "seed": "int64", "width": "int32", "height": "int32", "format": "string", "meta": "string",
-}
 REQUIRED_KEYS = ("pretty_name", "license", "task_categories", "configs", "dataset_info")
-
-
-def _features_yaml() -> list[dict[str, Any]]:
-    feats: list[dict[str, Any]] = [{"name": "id", "dtype": "string"}, {"name": "image", "dtype": "image"}]
-    feats.append({"name": "label", "dtype": {"class_label": {"names": {str(i): n for i, n in enumerate(LABEL_NAMES)}}}})
-    feats += [{"name": k, "dtype": v} for k, v in FEATURE_DTYPES.items() if k != "id"]
-    return feats
 
 
 def _size_category(n: int) -> str:
@@ -40,69 +30,74 @@ def _size_category(n: int) -> str:
     return "1M<n<10M"
 
 
-def front_matter(manifest: dict[str, Any]) -> dict[str, Any]:
-    gen = manifest.get("generator") or {}
-    license_ = (gen.get("license") if isinstance(gen, dict) else None) or manifest.get("license") or "other"
-    standin = manifest.get("standin")
-    paper = manifest.get("paper_name")
-    if standin:
+def _typed(manifest: Manifest | dict[str, Any]) -> Manifest:
+    return manifest if isinstance(manifest, Manifest) else Manifest.model_validate(manifest)
+
+
+def front_matter(manifest: Manifest | dict[str, Any]) -> dict[str, Any]:
+    m = _typed(manifest)
+    license_ = (m.generator.license if m.generator else None) or m.license or "other"
+    paper = m.paper_name
+    if m.standin:
         suffix = f" (stand-in for {paper})" if paper else " (stand-in)"
     else:
         suffix = f" ({paper})" if paper else ""
-    tags = ["fake-image-detection", "afpbench", "antifakeprompt", "synthetic-images"] + (["stand-in"] if standin else [])
+    tags = ["fake-image-detection", "afpbench", "antifakeprompt", "synthetic-images"] + (["stand-in"] if m.standin else [])
     return {
-        "pretty_name": f"afpbench {manifest['name']}{suffix}",
+        "pretty_name": f"afpbench {m.name}{suffix}",
         "license": "other" if " " in license_ or "(" in license_ else license_.lower(),
         "task_categories": ["image-classification"],
         "tags": tags,
-        "size_categories": [_size_category(manifest["num_rows"])],
+        "size_categories": [_size_category(m.num_rows)],
         "configs": [{"config_name": "default", "data_files": [{"split": "test", "path": "data/test-*.parquet"}]}],
         "dataset_info": {
-            "features": _features_yaml(),
-            "splits": [{"name": "test", "num_bytes": sum(s["bytes"] for s in manifest["shards"]), "num_examples": manifest["num_rows"]}],
+            "features": features_yaml(),
+            "splits": [{"name": "test", "num_bytes": sum(s.bytes for s in m.shards), "num_examples": m.num_rows}],
         },
     }
 
 
-def render_card(manifest: dict[str, Any]) -> str:
-    fm = yaml.safe_dump(front_matter(manifest), sort_keys=False, width=120)
-    rec = manifest.get("recipe") or {}
-    standin = manifest.get("standin")
-    title = f"# afpbench: {manifest['name']}" + (" (stand-in build)" if standin else "")
+def render_card(manifest: Manifest | dict[str, Any]) -> str:
+    """The README.md of a set, from its manifest (the typed model or its JSON value)."""
+    m = _typed(manifest)
+    fm = yaml.safe_dump(front_matter(m), sort_keys=False, width=120)
+    rec, standin, gen = m.recipe, m.standin, m.generator
+    title = f"# afpbench: {m.name}" + (" (stand-in build)" if standin else "")
     lines = ["---", fm.rstrip(), "---", "", title, ""]
     if standin:
-        lines += [f"> **Stand-in build.** Made with afpbench's tiny random-weight `{standin.get('kind')}` pipeline "
-                  f"({standin.get('builder')}), not with the generator the recipe names. Its images show that the "
+        lines += [f"> **Stand-in build.** Made with afpbench's tiny random-weight `{standin.kind}` pipeline "
+                  f"({standin.builder}), not with the generator the recipe names. Its images show that the "
                   "pipeline runs; they are not the paper's images and results on them are not the paper's numbers.", ""]
+    lines += [m.description or "A test set of the afpbench fake-image detection benchmark.", ""]
+    if m.preview:
+        # A relative link: the Hub's card renders it from the repo, a local viewer from the folder.
+        lines += [f"![A seeded sample of {len(m.preview.rows)} rows of {m.name} (JPEG thumbnails)]({m.preview.path})", ""]
     lines += [
-        manifest.get("description") or "A test set of the afpbench fake-image detection benchmark.", "",
-        f"- rows: {manifest['num_rows']} ({', '.join(f'{k} {v}' for k, v in manifest['counts'].items())})",
-        f"- label: {manifest.get('label', 'mixed')} (0 = real, 1 = fake)",
-        f"- family: {manifest.get('family') or 'n/a'}",
-        f"- formats: {', '.join(f'{k} {v}' for k, v in manifest.get('formats', {}).items())}",
-        f"- recipe: {rec.get('name', manifest['name'])} v{rec.get('version', '?')}, seed {manifest.get('seed', 'n/a')}",
-        f"- source: {_source_text(manifest)}",
-        f"- fingerprint: `{manifest['fingerprint']}`",
-        f"- rejected inputs: {len(manifest.get('rejects', []))} (listed in manifest.json)",
+        f"- rows: {m.num_rows} ({', '.join(f'{k} {v}' for k, v in m.counts.items())})",
+        f"- label: {m.label or 'mixed'} (0 = real, 1 = fake)",
+        f"- family: {m.family or 'n/a'}",
+        f"- formats: {', '.join(f'{k} {v}' for k, v in (m.formats or {}).items())}",
+        f"- recipe: {rec.name if rec else m.name} v{rec.version if rec else '?'}, seed {m.seed if m.seed is not None else 'n/a'}",
+        f"- source: {_source_text(m)}",
+        f"- fingerprint: `{m.fingerprint}`",
+        *([f"- recipe fingerprint: `{m.recipe_fingerprint}` (shared by faithful rebuilds, see `afpbench compare`)"] if m.recipe_fingerprint else []),
+        f"- rejected inputs: {len(m.rejects)} (listed in manifest.json)",
     ]
-    gen = manifest.get("generator")
-    if isinstance(gen, dict) and gen:
-        used = gen.get("model_id") or gen.get("model") or ""
-        role = f"stand-in for {gen.get('name', '')}" if standin else gen.get("name", "")
-        lines.append(f"- generator: {role} `{used}` revision `{gen.get('revision', 'n/a')}`")
-    overrides = manifest.get("overrides") or {}
-    if overrides:
+    if gen is not None and gen.model_dump(exclude_unset=True):
+        used = gen.model_id or gen.model or ""
+        role = f"stand-in for {gen.name or ''}" if standin else gen.name or ""
+        lines.append(f"- generator: {role} `{used}` revision `{gen.revision or 'n/a'}`")
+    if m.overrides:
         lines += ["", "## What differs from the recipe", "", "| what | recipe | used |", "|---|---|---|"]
-        for what, o in overrides.items():
-            lines.append(f"| {what} | `{_short(o.get('recipe'))}` | `{_short(o.get('used'))}` |")
-    choices = rec.get("choices") or {}
-    if choices:
+        for what, o in m.overrides.items():
+            lines.append(f"| {what} | `{_short(o.recipe)}` | `{_short(o.used)}` |")
+    if rec and rec.choices:
         lines += ["", "## afpbench choices (not documented by the paper)", "", "| parameter | value | note |", "|---|---|---|"]
-        for k, c in choices.items():
-            lines.append(f"| {k} | `{c.get('value')}` | {c.get('note', '')} |")
+        for k, c in rec.choices.items():
+            lines.append(f"| {k} | `{c.value}` | {c.note} |")
     lines += [
         "", "## Loading", "", "```python", "from datasets import load_dataset",
-        f'ds = load_dataset("path/or/repo/{manifest["name"]}", split="test")', "```", "",
+        f'ds = load_dataset("path/or/repo/{m.name}", split="test")', "```", "",
         "Check integrity with `afpbench verify <folder>`; every shard's sha256 is in manifest.json.", "",
     ]
     return "\n".join(lines)
@@ -113,14 +108,14 @@ def _short(value: Any) -> str:
     return text.replace("|", "\\|").replace("`", "'")
 
 
-def _source_text(manifest: dict[str, Any]) -> str:
-    src = manifest.get("source")
-    if not isinstance(src, dict) or not src:
+def _source_text(m: Manifest) -> str:
+    src = m.source
+    if not src:
         return "n/a"
-    if manifest.get("acquisition") == "import" or "files" in src:
+    if m.acquisition == "import" or "files" in src:
         return f"imported from `{src.get('path')}` ({src.get('files')} entries seen)"
     spec = src.get("spec") or src.get("path") or src.get("kind")
-    return f"`{spec}`" + (" (overridden, see below)" if "source" in (manifest.get("overrides") or {}) else "")
+    return f"`{spec}`" + (" (overridden, see below)" if "source" in (m.overrides or {}) else "")
 
 
 def parse_front_matter(text: str) -> dict[str, Any]:

@@ -2,10 +2,8 @@
 
 A set's bytes depend on the device, the dtype and even the CPU thread count, so two labs
 that rebuild ``sd3`` faithfully never share a content fingerprint. The **recipe
-fingerprint** is the identity they do share: a sha256 over the recipe (name, version,
-resolved parameters), the generator actually loaded (model id and revision) and every
-row's id, prompt, source and seed, in order. It leaves out what a faithful rebuild may
-change: image bytes, device, dtype, thread counts, library versions, local paths.
+fingerprint** (``afpbench.dataset.fingerprint``, stored in the manifest at finalize) is
+the identity they do share.
 
 ``afpbench compare A B`` reports whether two builds share it, whether their content is
 identical, and how far their pixels differ row by row (PSNR and SSIM from scikit-image,
@@ -14,59 +12,20 @@ summarised, and the rows that differ most).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
 
-#: Columns of every row that enter the recipe fingerprint.
-RECIPE_COLUMNS = ("id", "prompt", "source", "seed")
-
-
-def recipe_identity(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The part of a manifest that a faithful rebuild keeps (no paths, devices or versions)."""
-    recipe = manifest.get("recipe") or {}
-    gen = manifest.get("generator") or {}
-    model = gen.get("model_id") or gen.get("model")
-    # A local folder's path differs between labs; its content hash (the revision) does not.
-    if isinstance(model, str) and (model.startswith(("/", ".", "~")) or "\\" in model):
-        model = None
-    return {
-        "recipe": recipe.get("name") if isinstance(recipe, dict) else None,
-        "version": recipe.get("version") if isinstance(recipe, dict) else None,
-        "params": recipe.get("params") if isinstance(recipe, dict) else None,
-        "model": model,
-        "revision": gen.get("revision"),
-        "seed": manifest.get("seed"),
-    }
-
-
-def recipe_fingerprint(manifest: dict[str, Any], rows: Iterable[tuple[str, str, str, int]]) -> str:
-    """sha256 of the recipe identity and every row's (id, prompt, source, seed), in row order."""
-    h = hashlib.sha256()
-    h.update(json.dumps(recipe_identity(manifest), sort_keys=True, default=str).encode())
-    for rid, prompt, source, seed in rows:
-        h.update(b"\x1e" + json.dumps([rid, prompt or "", source or "", int(seed)], ensure_ascii=False).encode())
-    return h.hexdigest()
-
-
 def recipe_fingerprint_of(path: str | Path) -> str:
-    """A set folder's recipe fingerprint, computed from its manifest and rows (works for sets written before it existed)."""
+    """A set folder's recipe fingerprint: the one its manifest stores, computed from its
+    manifest and rows for sets written before it existed."""
     from afpbench.dataset import open_dataset
 
-    reader = open_dataset(path)
-
-    def rows() -> Iterable[tuple[str, str, str, int]]:
-        for batch in reader.iter_batches(batch_size=4096, columns=list(RECIPE_COLUMNS)):
-            for r in batch:
-                yield r["id"], r["prompt"], r["source"], r["seed"]
-
-    return recipe_fingerprint(reader.manifest, rows())
+    return open_dataset(path).recipe_fingerprint
 
 
 @dataclass
@@ -140,7 +99,7 @@ def compare(a: str | Path, b: str | Path) -> CompareReport:
 
     ra, rb = open_dataset(a), open_dataset(b)
     report = CompareReport(
-        Path(a), Path(b), (recipe_fingerprint_of(a), recipe_fingerprint_of(b)), (ra.fingerprint, rb.fingerprint), ra.num_rows, rb.num_rows,
+        Path(a), Path(b), (ra.recipe_fingerprint, rb.recipe_fingerprint), (ra.fingerprint, rb.fingerprint), ra.num_rows, rb.num_rows,
     )
     ids_a, ids_b = ra.ids(), rb.ids()
     pos_b = {rid: i for i, rid in enumerate(ids_b)}
@@ -175,4 +134,4 @@ def compare(a: str | Path, b: str | Path) -> CompareReport:
     return report
 
 
-__all__ = ["recipe_fingerprint", "recipe_fingerprint_of", "recipe_identity", "compare", "CompareReport", "RowDiff", "RECIPE_COLUMNS"]
+__all__ = ["recipe_fingerprint_of", "compare", "CompareReport", "RowDiff"]

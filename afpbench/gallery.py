@@ -6,8 +6,8 @@ prompt or source, generator, seed, size and format; every fake set is shown besi
 real pool it is scored against (the pairing rule of the threshold-free metrics). Section
 anchors are ``sets.html#set-<name>``, which the leaderboard's column headers link to.
 
-The sample is drawn from (seed, set name) alone, so the same set always shows the same
-images. Thumbnails are JPEG (quality 85, longest side 256 px): small enough to publish
+The sample is drawn from (seed, set name) alone (``afpbench.dataset.sample_rows``), so the
+same set always shows the same images, the ones its dataset card's preview grid shows. Thumbnails are JPEG (quality 85, longest side 256 px): small enough to publish
 beside a leaderboard, labelled as thumbnails so no one audits codecs from them. The site
 folder is written beside the old one and swapped in, so a failed run leaves the old page.
 """
@@ -15,7 +15,6 @@ folder is written beside the old one and swapped in, so a failed run leaves the 
 from __future__ import annotations
 
 import html
-import io
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -85,15 +84,6 @@ class Gallery:
     real_pool: list[str]
 
 
-def sample_rows(num_rows: int, k: int, seed: int, name: str) -> list[int]:
-    """The seeded sample of a set's rows (sorted; the whole set when it is smaller than k)."""
-    from afpbench.seeding import row_rng
-
-    if num_rows <= k:
-        return list(range(num_rows))
-    return sorted(int(i) for i in row_rng(seed, "gallery", name).choice(num_rows, size=k, replace=False))
-
-
 def _read_rows(reader: Any, indices: list[int]) -> list[dict[str, Any]]:
     rows = []
     for i in indices:
@@ -102,22 +92,10 @@ def _read_rows(reader: Any, indices: list[int]) -> list[dict[str, Any]]:
     return rows
 
 
-def _thumbnail(data: bytes, side: int) -> bytes:
-    from PIL import Image
-
-    from afpbench.dataset import decode_image
-
-    img = decode_image(data)
-    img.thumbnail((side, side), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
-
-
 def build_gallery(cfg: GalleryConfig) -> Gallery:
     """Sample, thumbnail and render every set; swap the new page in atomically."""
     from afpbench._util.io import atomic_write_text
-    from afpbench.dataset import open_dataset
+    from afpbench.dataset import open_dataset, sample_rows, thumbnail
     from afpbench.evaluate.sets import locate_sets
     from afpbench.scoring import default_real_pool
 
@@ -146,7 +124,7 @@ def build_gallery(cfg: GalleryConfig) -> Gallery:
                 data = cell.get("bytes") if isinstance(cell, dict) else None
                 if data is None:
                     raise AfpbenchError(f"Row {row['id']} of {folders[name]} holds no image bytes; re-import the set so bytes are embedded.")
-                (tmp / name / f"{k:03d}.jpg").write_bytes(_thumbnail(data, cfg.thumb))
+                (tmp / name / f"{k:03d}.jpg").write_bytes(thumbnail(data, cfg.thumb))
                 sg.thumbs.append(Thumb(
                     set=name, id=row["id"], file=f"{FOLDER}/{name}/{k:03d}.jpg", label="fake" if int(row["label"]) else "real",
                     prompt=row.get("prompt") or "", source=row.get("source") or "", generator=row.get("generator") or "",
@@ -228,4 +206,4 @@ def render_gallery(sets: dict[str, SetGallery], pool: Sequence[str], per_set: in
     return "\n".join(parts)
 
 
-__all__ = ["GalleryConfig", "Gallery", "SetGallery", "Thumb", "build_gallery", "render_gallery", "sample_rows", "PAGE"]
+__all__ = ["GalleryConfig", "Gallery", "SetGallery", "Thumb", "build_gallery", "render_gallery", "PAGE"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from afpbench.errors import AfpbenchError
 
-UPLOAD_PATTERNS = ("README.md", "manifest.json", "data/*.parquet")
+UPLOAD_PATTERNS = ("README.md", "preview.jpg", "manifest.json", "data/*.parquet")
 
 
 @dataclass

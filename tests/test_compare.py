@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from afpbench.compare import compare, recipe_fingerprint, recipe_fingerprint_of
-from afpbench.dataset import open_dataset
+from afpbench.compare import compare, recipe_fingerprint_of
+from afpbench.dataset import open_dataset, recipe_fingerprint
 from conftest import run_cli
 
 
@@ -88,3 +88,38 @@ def test_cli_compare(builds):
     assert out["same_recipe"] and not out["same_content"] and len(out["worst"]) == 4
     res = run_cli("compare", str(builds["t1"]), str(builds["seed1"]))
     assert res.returncode == 1 and "DIFFERENT" in res.stdout
+
+
+def test_builds_store_the_recipe_fingerprint_and_verify_checks_it(builds, tmp_path):
+    import hashlib
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from afpbench.dataset import verify
+
+    stored = {k: json.loads((path / "manifest.json").read_text())["recipe_fingerprint"] for k, path in builds.items()}
+    # Written at finalize: equal for 1 and 2 threads and for bf16, another for another seed.
+    assert stored["t1"] == stored["t2"] == stored["bf16"] != stored["seed1"]
+    reader = open_dataset(builds["bf16"])
+    rows = [(r["id"], r["prompt"], r["source"], r["seed"]) for r in reader.rows(columns=["id", "prompt", "source", "seed"])]
+    assert recipe_fingerprint(reader.manifest, rows) == stored["bf16"]
+    # A prompt edited in the shard, with the shard's hash, size and content fingerprint fixed up:
+    # verify still names the change through the recipe fingerprint.
+    d = shutil.copytree(builds["t1"], tmp_path / "edited")
+    m = json.loads((d / "manifest.json").read_text())
+    shard = d / m["shards"][0]["path"]
+    pf = pq.ParquetFile(shard)
+    table = pf.read()
+    prompts = table.column("prompt").to_pylist()
+    prompts[1] = prompts[1] + " at night"
+    table = table.set_column(table.schema.get_field_index("prompt"), "prompt", pa.array(prompts, pa.string()))
+    pq.write_table(table.cast(pf.schema_arrow), shard, compression="none")
+    m["shards"][0].update(sha256=hashlib.sha256(shard.read_bytes()).hexdigest(), bytes=shard.stat().st_size)
+    (d / "manifest.json").write_text(json.dumps(m))
+    m["fingerprint"] = verify(d).fingerprint
+    (d / "manifest.json").write_text(json.dumps(m))
+    rep = verify(d)
+    assert not rep.ok and len(rep.problems) == 1 and rep.problems[0].startswith("recipe fingerprint")
+    assert verify(builds["t1"]).ok

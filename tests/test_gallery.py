@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from afpbench.testing import write_images
-from afpbench.gallery import GalleryConfig, build_gallery, sample_rows
+from afpbench.dataset import sample_rows
+from afpbench.gallery import GalleryConfig, build_gallery
 from conftest import run_cli
 
 

@@ -435,7 +435,8 @@ def test_lock_names_its_holder_and_dies_with_it(tmp_path):
 
 # -- what a killed run leaves behind ------------------------------------------------------------
 def test_leftovers_of_killed_runs_are_cleared_and_a_half_swapped_set_comes_back(photos, data, tmp_path, capsys):
-    from afpbench.dataset import PARTIAL_DIR, _swap_in, recover_interrupted
+    from afpbench.dataset import PARTIAL_DIR, recover_interrupted
+    from afpbench.dataset.writer import _swap_in
 
     out = tmp_path / "out"
     write_images(out, "older", _crops(photos, 4, 2), 0)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from afpbench._util.clock import utc_timestamp
 from afpbench.errors import AfpbenchError
 from afpbench.evaluate.cache import remove_cache
 from afpbench.evaluate.config import EvalConfig, Job
@@ -289,7 +289,7 @@ def _write_files(j: int, job: Job, sets: dict[str, EvalSet], cached: dict[tuple[
     from afpbench import __version__
 
     result = ResultsFile(
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        created=utc_timestamp(),
         afpbench_version=__version__,
         git=_git(),
         command=cfg.command,

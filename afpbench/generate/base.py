@@ -197,7 +197,7 @@ def hash_path(path: str | Path) -> str:
     Recorded as the revision of a locally loaded model so that two builds can tell
     whether they used the same weights.
     """
-    from afpbench.dataset import sha256_file
+    from afpbench._util.hashing import sha256_file
 
     path = Path(path)
     if path.is_file():

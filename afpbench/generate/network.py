@@ -57,7 +57,7 @@ def sha256_bytes(*chunks: bytes) -> str:
 
 def file_revision(path: Path) -> str:
     """``sha256:<hex>`` of a file's bytes: what ``sha256sum net.pt`` prints, so users can check it."""
-    from afpbench.dataset import sha256_file
+    from afpbench._util.hashing import sha256_file
 
     return "sha256:" + sha256_file(path)
 

@@ -33,7 +33,6 @@ import logging
 import os
 import shutil
 import sys
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from afpbench._util.clock import utc_timestamp
 from afpbench import __version__
 from afpbench._util.io import remove, tmp_name
 from afpbench._util.locking import lock_scope
@@ -409,7 +409,7 @@ def build_leaderboard(
         file = _audit_file(audit)
         board_audit = S.audit_summary(load_audit(file), file, _used_builds(loaded))
     return Leaderboard(
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), afpbench_version=__version__,
+        created=utc_timestamp(), afpbench_version=__version__,
         profile=prof.name if prof is not None else None, sets=sets, families=sorted({s.family or "other" for s in sets}),
         suites=suites, entries=entries, views=views, robustness=S.robustness_rows(entries), audit=board_audit, gallery=gallery,
         same_recipe=any(e.other_build for e in entries), notes=notes,
