@@ -365,8 +365,9 @@ def test_bundled_spectral_detector_with_trained_weights(data_dir, tmp_path):
     """The real path: a bundled detector, fitted, saved, loaded by name with --weights."""
     import torch
 
+    import hashlib
+
     from afpbench.detectors import load_detector
-    from afpbench.detectors.base import sha256_path
 
     det = load_detector("spectral", train_init=True, image_size=32)
     rows = [r for b in open_dataset(data_dir / "calib").iter_batches(64) for r in b]
@@ -379,7 +380,7 @@ def test_bundled_spectral_detector_with_trained_weights(data_dir, tmp_path):
     )
     assert out.exit_code == 0, out.output
     res = load_results(tmp_path / "res" / "spectral")
-    assert res.detector.weights_sha256 == sha256_path(weights) and res.detector.weights == str(weights)
+    assert res.detector.weights_sha256 == hashlib.sha256((weights / "model.safetensors").read_bytes()).hexdigest() and res.detector.weights == str(weights)
     assert res.detector.card["name"] == "spectral" and res.detector.arguments["image_size"] == 32
     assert res.threshold.source == det.threshold_policy and res.run.num_workers == 1
     scores = _scores(tmp_path / "res" / "spectral")
