@@ -12,12 +12,11 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from afpbench.cli import cli as cli_group
-from afpbench.testing import write_images
+from afpbench.testing import ToyDetector, write_images
 from afpbench.errors import AfpbenchError
 from afpbench.harness import EvalConfig, evaluate
 from afpbench.leaderboard import build_site, render_text_table
@@ -25,29 +24,6 @@ from afpbench.results import SCHEMA_VERSION, load_leaderboard
 
 REPO = Path(__file__).resolve().parent.parent
 SETS = ["coco", "flickr", "sd2", "sdxl"]
-
-
-class Toy:
-    """A plugin-style detector: P(fake) from high-frequency energy."""
-
-    name = "toy"
-
-    def __init__(self, tag=None, gain=40.0):
-        self.tag, self.gain = tag, gain
-        self.weights_sha256, self.threshold, self.threshold_policy = None, 0.5, "fixed: 0.5"
-
-    def arguments(self):
-        return {"gain": self.gain}
-
-    def preprocess(self, image, row=None):
-        return torch.from_numpy(np.asarray(image.convert("L").resize((48, 48)), dtype=np.float32) / 255.0)[None]
-
-    def collate(self, items):
-        return torch.stack(items)
-
-    def score(self, batch):
-        hf = (batch[..., 1:, :] - batch[..., :-1, :]).abs().mean(dim=(1, 2, 3))
-        return torch.sigmoid((hf - 0.06) * self.gain)
 
 
 def _crops(photos, n, offset, noise=0.0, seed=0):
@@ -82,14 +58,14 @@ def world(tmp_path_factory, photos):
         cfg.update(kw)
         return evaluate(EvalConfig(**cfg))
 
-    main = run("main", [Toy(), Toy("sharp", 80.0)], perturb=[None, "jpeg:30"])
+    main = run("main", [ToyDetector(), ToyDetector("sharp", gain=80.0)], perturb=[None, "jpeg:30"])
     return {
         "root": root,
         "main": main,
-        "limit": run("limit", [Toy()], limit=4)[0],
-        "custom": run("custom", [Toy("custom")], profile=None)[0],
-        "otherdata": run("otherdata", [Toy("other")], data=[other])[0],
-        "dup": run("dup", [Toy()])[0],
+        "limit": run("limit", [ToyDetector()], limit=4)[0],
+        "custom": run("custom", [ToyDetector("custom")], profile=None)[0],
+        "otherdata": run("otherdata", [ToyDetector("other")], data=[other])[0],
+        "dup": run("dup", [ToyDetector()])[0],
     }
 
 
@@ -106,19 +82,19 @@ def test_site_files_and_json(world, tmp_path):
     assert board.profile == "v3" and [s.name for s in board.sets][:3] == ["coco", "flickr", "sd2"] and len(board.sets) == 23
     measured = [e for e in board.entries if e.source == "measured"]
     reported = {e.detector: e for e in board.entries if e.source == "reported"}
-    assert sorted((e.detector, e.perturbation or "") for e in measured) == [("toy", ""), ("toy", "jpeg:30"), ("toy.sharp", ""), ("toy.sharp", "jpeg:30")]
+    assert sorted((e.detector, e.perturbation or "") for e in measured) == [("test_toy", ""), ("test_toy", "jpeg:30"), ("test_toy.sharp", ""), ("test_toy.sharp", "jpeg:30")]
     assert board.suites == ["jpeg:30"]
     # Reported rows: the paper's numbers, as fractions, never with intervals.
     afp = reported["AntifakePrompt"]
     assert round(100 * afp.average_all.value, 2) == 91.81 and round(100 * afp.average_held_out.value, 2) == 92.11
     assert afp.per_set["sd2"].value == pytest.approx(0.9833) and afp.per_set["sd2"].ci_low is None and afp.results_file is None
     assert len(reported) == 18
-    toy = next(e for e in measured if e.detector == "toy" and not e.perturbation)
+    toy = next(e for e in measured if e.detector == "test_toy" and not e.perturbation)
     assert set(toy.per_set) == set(SETS) and toy.per_set["sd2"].ci_low is not None and toy.mean_auc is not None
     assert toy.families and set(toy.pairs) == {"sd2", "sdxl"} and toy.results_sha256
     assert any("evaluated on 4 of 23 sets" in n for n in board.notes)
     md = (site / "leaderboard.md").read_text()
-    assert "| AntifakePrompt | reported |" in md and "| toy | measured (4/23 sets) |" in md and "## Robustness" in md and "91.81" in md
+    assert "| AntifakePrompt | reported |" in md and "| test_toy | measured (4/23 sets) |" in md and "## Robustness" in md and "91.81" in md
     # Self-contained: no external resources.
     page = (site / "index.html").read_text()
     assert not re.search(r'(src|href)="(?!data:|#)', page)
@@ -134,7 +110,7 @@ def test_without_reported_rows_or_profile(world, tmp_path):
     header, rule, row = text.splitlines()
     assert header.split()[:6] == ["detector", "source", *SETS] and "mean" in header and set(rule) <= {"-", " "}
     entry = custom.entries[0]
-    assert row.split()[0] == "toy.custom" and row.split()[3] == f"{100 * entry.per_set['flickr'].value:.2f}"
+    assert row.split()[0] == "test_toy.custom" and row.split()[3] == f"{100 * entry.per_set['flickr'].value:.2f}"
 
 
 def test_refusals_each_with_one_line_reason(world, tmp_path):
@@ -143,7 +119,7 @@ def test_refusals_each_with_one_line_reason(world, tmp_path):
         ([*main, world["limit"]], "run with --limit 4; evaluate without --limit"),
         ([*main, world["otherdata"]], "Set 'sd2' has different data"),
         ([*main, world["custom"]], "mix profile versions"),
-        ([*main, world["dup"]], "Two results for toy"),
+        ([*main, world["dup"]], "Two results for test_toy"),
     ]
     for files, message in cases:
         with pytest.raises(AfpbenchError, match=re.escape(message)) as exc:
@@ -209,7 +185,7 @@ def test_page_in_headless_chromium(world, tmp_path):
     html = dom.stdout
     assert 'data-ready="1"' in html  # the script ran to its end
     rows = re.findall(r'<tr class="(measured|reported)" data-source="\w+" data-detector="([^"]+)"', html)
-    assert ("measured", "toy") in rows and ("measured", "toy.sharp") in rows and ("reported", "AntifakePrompt") in rows
+    assert ("measured", "test_toy") in rows and ("measured", "test_toy.sharp") in rows and ("reported", "AntifakePrompt") in rows
     assert len([r for r in rows if r[0] == "reported"]) == 18
     # The initial sort (held-out average, best first) was applied by the page's script.
     assert "sorted-desc" in html
