@@ -250,7 +250,7 @@ def _verify_all(folders: list[Path], echo) -> None:
 
 
 def _train(train_dir: Path, models: Path, size: DemoSize, cfg: DemoConfig, echo) -> dict[str, dict[str, Any]]:
-    from afpbench.detectors.tiny import build_tiny_instructblip
+    from afpbench.testing import build_tiny_instructblip
     from afpbench.train import TrainConfig, train
 
     sets = sorted(str(p) for p in train_dir.iterdir() if (p / "manifest.json").exists())

@@ -119,7 +119,7 @@ def fp32_kept(module: Any, dtype: str) -> int:
     """Parameters a real half-precision load keeps in fp32 (T5's ``wo``, InstructBLIP's query tokens)."""
     import torch
 
-    from afpbench.detectors.instructblip import fp32_kept_parameters
+    from afpbench.detectors._hf import fp32_kept_parameters
 
     if dtype == "fp32":
         return 0
@@ -525,7 +525,7 @@ def _detector_base(name: str) -> str | None:
 def instructblip_base_dir(blip: Path) -> Path:
     """The InstructBLIP config folder plus its Q-Former tokenizer (the real bert-base-uncased
     vocabulary + [DEC], as the HF port ships it), in a temporary folder."""
-    from afpbench.detectors.tiny import qformer_tokenizer
+    from afpbench.detectors._hf import qformer_tokenizer
 
     tmp = Path(tempfile.mkdtemp(prefix="afpbench-instructblip-"))
     shutil.copytree(blip, tmp, dirs_exist_ok=True)

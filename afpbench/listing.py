@@ -25,14 +25,31 @@ def listing_rows(what: str, profile: str = "v3") -> tuple[list[str], list[list[s
         headers = ["name", "sets", "held-out", "description"]
         return headers, [[p.name, str(len(p.sets)), str(len(p.held_out())), p.description] for p in catalog.profiles().values()]
     if what == "detectors":
-        from afpbench.registry import DETECTORS
-
-        try:  # registering the bundled detectors is lazy: no torch import here
-            import afpbench.detectors  # noqa: F401  (registers the bundled detectors)
-        except ImportError:
-            pass
-        return ["name", "implemented by"], [[n, DETECTORS.target(n) or "(registered)"] for n in DETECTORS.names()]
+        return detector_rows()
     raise ValueError(what)
+
+
+def detector_rows() -> tuple[list[str], list[list[str]]]:
+    """One row per selectable ``name.tag``: kind, how it trains, whether it needs weights,
+    its licence flag and its class, from the registry's declarations (no detector is imported)."""
+    from afpbench.detectors import BUNDLED
+    from afpbench.registry import DETECTORS
+
+    headers = ["name", "kind", "trainable", "weights", "licence", "implemented by"]
+    rows = []
+    for name in DETECTORS.names():
+        target = DETECTORS.target(name) or "(registered)"
+        entry = BUNDLED.get(name)
+        if entry is None or entry.target != target:  # a plugin: nothing is declared without importing it
+            rows.append([name, "plugin", "?", "?", "?", target])
+            continue
+        for full in entry.variant_names(name):
+            tag = full.partition(".")[2]
+            rows.append([
+                full, entry.kind, entry.training or "-", "needed" if entry.needs_weights else "-",
+                "non-commercial" if entry.is_noncommercial(tag) else "-", target,
+            ])
+    return headers, rows
 
 
 def render_table(headers: list[str], rows: list[list[str]]) -> str:

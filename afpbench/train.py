@@ -14,13 +14,19 @@ Resumable and deterministic: the order of the rows and every augmentation are dr
 run stopped after any epoch (killed, or ``stop_after_epochs``) and resumed ends with the
 same weights as an uninterrupted one.
 
-Detectors with ``fit_mode == "fit"`` (spectral, format) are fitted in closed form by
-their own ``fit`` (scikit-learn) instead of the gradient loop.
+``Trainable`` detectors go through the gradient loop; ``ClosedFormFit`` ones (spectral,
+format, size, the probes) are fitted in closed form by their own ``fit`` (scikit-learn).
+
+``train_result.json`` is a typed ``TrainResult`` (``schema_version`` first; its JSON Schema
+ships as ``afpbench/schemas/train_result.schema.json``); ``load_train_result`` reads it
+back, including the unversioned files afpbench 0.1.0 wrote. Progress goes to a tqdm bar,
+messages to ``logging``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
@@ -29,10 +35,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from afpbench._util.io import atomic_write_text
 from afpbench.errors import AfpbenchError, DatasetError
 from afpbench.seeding import row_random
+
+logger = logging.getLogger(__name__)
+
+#: Version of ``train_result.json``; readers refuse newer files. 0.1.0 wrote it unversioned (read as 1).
+TRAIN_SCHEMA_VERSION = 1
 
 # The AntifakePrompt paper's recipe: the defaults of every field left as None.
 PAPER_RECIPE: dict[str, Any] = {
@@ -54,6 +68,9 @@ _COLUMNS = ["id", "image", "label", "format", "width", "height"]
 class TrainConfig:
     """Everything ``afpbench train`` takes. ``None`` = the detector's recipe (else the paper's)."""
 
+    # How train_result.json types and describes it (field descriptions from the docstrings).
+    __pydantic_config__ = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
     detector: str
     """Registry name, e.g. ``antifakeprompt`` (a ``name.tag`` keeps the tag's options)."""
     train: list[str]
@@ -67,21 +84,29 @@ class TrainConfig:
     weights: str | None = None
     """Start from these weights instead of the base's fresh trainable parameters."""
     device: str = "cpu"
+    """Device to train on (cpu, cuda, cuda:N)."""
     dtype: str | None = None
     """Model dtype; None: the detector's default (fp16 InstructBLIP on GPU, fp32 on CPU)."""
     image_size: int | None = None
     """Input size override (tiny models, fast CPU runs); recorded in the saved card."""
     epochs: int | None = None
+    """Epochs (default: the recipe's)."""
     batch_size: int | None = None
+    """Rows per optimizer step (default: the recipe's)."""
     lr: float | None = None
+    """Peak AdamW learning rate (default: the recipe's)."""
     weight_decay: float | None = None
-    betas: tuple[float, float] | None = None
+    """AdamW weight decay (default: the recipe's)."""
+    betas: tuple[float | None, float | None] | None = None
+    """AdamW (beta1, beta2); None, or a None inside, takes the recipe's value."""
     scheduler: str | None = None
     """``cosine`` (to 0) or ``constant``."""
     warmup_steps: int | None = None
+    """Linear warm-up steps before the schedule (default: the recipe's)."""
     mixed_precision: str = "auto"
     """``auto`` (fp16 autocast on CUDA, bf16 when the model is bf16; none on CPU), ``no``, ``fp16``, ``bf16``."""
     seed: int = 42
+    """Seed of the row order, the augmentations and the torch RNG."""
     limit: int | None = None
     """Use at most this many rows of each dataset (quick runs)."""
     num_workers: int = 0
@@ -94,42 +119,53 @@ class TrainConfig:
     stop_after_epochs: int | None = None
     """Stop after this many epochs in this call (resume later); None: run to the end."""
     quiet: bool = False
+    """No progress bar and no per-epoch log lines."""
     block_rows: int = 256
     """Shuffling reads blocks of this many consecutive rows..."""
     buffer_blocks: int = 16
     """...and shuffles rows within a buffer of this many blocks (a full shuffle for small sets)."""
 
     def resolved(self, recipe: dict[str, Any] | None = None) -> "TrainConfig":
-        """A copy with every ``None`` hyper-parameter filled from the recipe."""
+        """A copy with every ``None`` hyper-parameter filled from the recipe (the detector's
+        ``train_recipe`` over the paper's); a beta given alone keeps the recipe's other one."""
         merged = {**PAPER_RECIPE, **(recipe or {})}
         out = TrainConfig(**{f.name: getattr(self, f.name) for f in fields(self)})
         for k, v in merged.items():
             if getattr(out, k) is None:
                 setattr(out, k, v)
-        out.betas = tuple(out.betas)  # type: ignore[assignment]
+        given, default = tuple(out.betas), tuple(merged["betas"])
+        if len(given) != 2:
+            raise AfpbenchError(f"betas must be two numbers (beta1, beta2), not {given}.")
+        out.betas = tuple(d if b is None else b for b, d in zip(given, default))  # type: ignore[assignment]
         return out
 
 
-@dataclass
-class EpochLog:
-    epoch: int
-    train_loss: float
-    val_loss: float | None
-    lr: float
-    seconds: float
+class EpochLog(BaseModel):
+    """One epoch of a run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epoch: int = Field(ge=1, description="Epoch number, from 1.")
+    train_loss: float = Field(description="Mean training loss of the epoch.")
+    val_loss: float | None = Field(description="Mean validation loss after the epoch (null without validation sets).")
+    lr: float = Field(description="Learning rate after the epoch's last step (0 for a closed-form fit).")
+    seconds: float = Field(ge=0.0, description="Wall time of the epoch.")
 
 
-@dataclass
-class TrainResult:
-    out: Path
-    best_checkpoint: Path
-    """Folder of the kept epoch: pass it as ``weights=`` to ``load_detector``."""
-    best_epoch: int
-    epochs: list[EpochLog]
-    completed: bool
-    """False when stopped early by ``stop_after_epochs`` (resume to finish)."""
-    resumed_from: int | None
-    config: dict[str, Any]
+class TrainResult(BaseModel):
+    """What ``train`` returns and writes to ``<out>/train_result.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = Field(TRAIN_SCHEMA_VERSION, description="Version of this schema; readers refuse newer versions.")
+    kind: Literal["afpbench.train_result"] = Field("afpbench.train_result", description="File type marker.")
+    out: Path = Field(description="Output folder of the run.")
+    best_checkpoint: Path = Field(description="Folder of the kept epoch: pass it as weights= to load_detector (--weights).")
+    best_epoch: int = Field(ge=0, description="The kept epoch (lowest validation loss; the last one without validation sets).")
+    epochs: list[EpochLog] = Field(description="Every epoch run so far, resumed ones included.")
+    completed: bool = Field(description="False when stopped early by stop_after_epochs (resume to finish).")
+    resumed_from: int | None = Field(description="First epoch run by this call when it resumed a run (null otherwise).")
+    config: TrainConfig = Field(description="The run's settings, with the recipe's defaults filled in.")
 
     @property
     def train_losses(self) -> list[float]:
@@ -283,10 +319,8 @@ def _identity(cfg: TrainConfig, train: _Data, val: _Data | None) -> dict[str, An
     return ident
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+def _write_result(result: TrainResult) -> None:
+    atomic_write_text(result.out / "train_result.json", result.model_dump_json(indent=2) + "\n")
 
 
 # -- the loop ------------------------------------------------------------------------------
@@ -295,13 +329,15 @@ def train(cfg: TrainConfig) -> TrainResult:
     import torch
     from tqdm.auto import tqdm
 
-    from afpbench.detectors import TRAINABLE, detector_class, load_detector
+    from afpbench.detectors import detector_class, load_detector, trainable_names
+    from afpbench.detectors.base import training_kind
     from afpbench.registry import split_tag
 
     name, _ = split_tag(cfg.detector)
     cls = detector_class(cfg.detector)
-    if not getattr(cls, "trainable", False):
-        raise AfpbenchError(f"Detector '{name}' is not trainable; trainable ones: {', '.join(TRAINABLE)}.")
+    kind = training_kind(cls) if isinstance(cls, type) else None
+    if kind is None:
+        raise AfpbenchError(f"Detector '{name}' is not trainable; trainable ones: {', '.join(trainable_names())}.")
     if not cfg.train:
         raise AfpbenchError("No training data: pass at least one dataset folder with --train.")
     cfg = cfg.resolved(cls.train_recipe)
@@ -316,36 +352,38 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     torch.manual_seed(cfg.seed)
     detector = load_detector(cfg.detector, weights=cfg.weights, device=cfg.device, dtype=cfg.dtype, base=cfg.base, image_size=cfg.image_size, train_init=cfg.weights is None)
-    detector.trained_on = " + ".join(f"{r.name} ({n} rows)" for r, n in zip(train_data.readers, train_data.sizes))
-    _write_json(out / "train_config.json", {**asdict(cfg), "identity": ident})
+    trained_on = " + ".join(f"{r.name} ({n} rows)" for r, n in zip(train_data.readers, train_data.sizes))
+    atomic_write_text(out / "train_config.json", json.dumps({**asdict(cfg), "identity": ident}, indent=2, sort_keys=True, default=str) + "\n")
     pool = ThreadPoolExecutor(cfg.num_workers) if cfg.num_workers > 0 else None
     threads_before = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        if cls.fit_mode == "fit":
-            return _fit(detector, cfg, out, train_data, val_data, pool)
-        return _sgd(detector, cfg, out, train_data, val_data, pool, ident, tqdm)
+        if kind == "closed-form":
+            return _fit(detector, cfg, out, train_data, val_data, pool, trained_on)
+        return _sgd(detector, cfg, out, train_data, val_data, pool, ident, tqdm, trained_on)
     finally:
         torch.set_num_threads(threads_before)
         if pool:
             pool.shutdown()
 
 
-def _fit(detector: Any, cfg: TrainConfig, out: Path, train_data: _Data, val_data: _Data | None, pool: Any) -> TrainResult:
+def _fit(detector: Any, cfg: TrainConfig, out: Path, train_data: _Data, val_data: _Data | None, pool: Any, trained_on: str) -> TrainResult:
     t0 = time.perf_counter()
     tr, va = detector.fit(_batches(detector, train_data, cfg, 0, False, pool), _batches(detector, val_data, cfg, 0, False, pool) if val_data else iter(()))
-    best = detector.save(out / BEST)
-    log = EpochLog(1, float(tr), (float(va) if val_data else None), 0.0, time.perf_counter() - t0)
-    result = TrainResult(out, best, 1, [log], True, None, asdict(cfg))
-    _write_json(out / "train_result.json", _result_json(result))
+    best = detector.save(out / BEST, training_data=trained_on)
+    log = EpochLog(epoch=1, train_loss=float(tr), val_loss=(float(va) if val_data else None), lr=0.0, seconds=time.perf_counter() - t0)
+    result = TrainResult(out=out, best_checkpoint=best, best_epoch=1, epochs=[log], completed=True, resumed_from=None, config=cfg)
+    _write_result(result)
     return result
 
 
-def _sgd(detector: Any, cfg: TrainConfig, out: Path, train_data: _Data, val_data: _Data | None, pool: Any, ident: dict[str, Any], tqdm: Any) -> TrainResult:
+def _sgd(
+    detector: Any, cfg: TrainConfig, out: Path, train_data: _Data, val_data: _Data | None, pool: Any, ident: dict[str, Any], tqdm: Any, trained_on: str
+) -> TrainResult:
     import torch
 
-    from afpbench.detectors.base import read_saved
+    from afpbench.detectors._weights import read_saved
 
     params = detector.trainable_parameters()
     if not params:
@@ -405,12 +443,12 @@ def _sgd(detector: Any, cfg: TrainConfig, out: Path, train_data: _Data, val_data
         bar.close()
         detector.set_training(False)
         val_loss = _evaluate(detector, cfg, val_data, epoch, autocast, pool) if val_data else None
-        history.append(EpochLog(epoch, total / max(count, 1), val_loss, sched.get_last_lr()[0], time.perf_counter() - t0))
+        history.append(EpochLog(epoch=epoch, train_loss=total / max(count, 1), val_loss=val_loss, lr=sched.get_last_lr()[0], seconds=time.perf_counter() - t0))
         # Without validation data the last epoch is kept.
         key = val_loss if val_loss is not None else -epoch
         if key < best_val:
             best_epoch, best_val = epoch, key
-        _save_epoch(detector, out, epoch, opt, sched, scaler, history, best_epoch, best_val, ident)
+        _save_epoch(detector, out, epoch, opt, sched, scaler, history, best_epoch, best_val, ident, trained_on)
         if best_epoch == epoch:
             tmp = out / (BEST + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
@@ -419,11 +457,11 @@ def _sgd(detector: Any, cfg: TrainConfig, out: Path, train_data: _Data, val_data
             os.replace(tmp, out / BEST)
         if not cfg.quiet:
             vl = f"{val_loss:.4f}" if val_loss is not None else "-"
-            tqdm.write(f"epoch {epoch}/{cfg.epochs}: train loss {history[-1].train_loss:.4f}, val loss {vl}{' (best)' if best_epoch == epoch else ''}")
+            logger.info("epoch %d/%d: train loss %.4f, val loss %s%s", epoch, cfg.epochs, history[-1].train_loss, vl, " (best)" if best_epoch == epoch else "")
         ran += 1
     completed = bool(history) and history[-1].epoch == cfg.epochs
-    result = TrainResult(out, out / BEST, best_epoch, history, completed, resumed_from, asdict(cfg))
-    _write_json(out / "train_result.json", _result_json(result))
+    result = TrainResult(out=out, best_checkpoint=out / BEST, best_epoch=best_epoch, epochs=history, completed=completed, resumed_from=resumed_from, config=cfg)
+    _write_result(result)
     return result
 
 
@@ -440,19 +478,21 @@ def _evaluate(detector: Any, cfg: TrainConfig, data: _Data, epoch: int, autocast
     return total / max(count, 1)
 
 
-def _save_epoch(detector: Any, out: Path, epoch: int, opt: Any, sched: Any, scaler: Any, history: list[EpochLog], best_epoch: int, best_val: float, ident: dict[str, Any]) -> None:
+def _save_epoch(
+    detector: Any, out: Path, epoch: int, opt: Any, sched: Any, scaler: Any, history: list[EpochLog], best_epoch: int, best_val: float, ident: dict[str, Any], trained_on: str
+) -> None:
     import torch
 
     final = _epoch_dir(out, epoch)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    detector.save(tmp / "detector")
+    detector.save(tmp / "detector", training_data=trained_on)
     state = {
         "epoch": epoch,
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else {},
-        "history": [asdict(e) for e in history],
+        "history": [e.model_dump() for e in history],
         "best_epoch": best_epoch,
         "best_val": best_val,
         "identity": ident,
@@ -462,16 +502,38 @@ def _save_epoch(detector: Any, out: Path, epoch: int, opt: Any, sched: Any, scal
     os.replace(tmp, final)  # the rename marks the epoch complete
 
 
-def _result_json(r: TrainResult) -> dict[str, Any]:
-    return {
-        "out": str(r.out),
-        "best_checkpoint": str(r.best_checkpoint),
-        "best_epoch": r.best_epoch,
-        "completed": r.completed,
-        "resumed_from": r.resumed_from,
-        "epochs": [asdict(e) for e in r.epochs],
-        "config": r.config,
-    }
+def train_result_schema() -> dict[str, Any]:
+    """The JSON Schema of ``train_result.json`` (shipped in ``afpbench/schemas/`` and ``docs/schemas/``)."""
+    schema = TrainResult.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"https://afpbench/schemas/train_result-v{TRAIN_SCHEMA_VERSION}.schema.json", **schema}
 
 
-__all__ = ["TrainConfig", "TrainResult", "EpochLog", "train", "PAPER_RECIPE"]
+def load_train_result(path: str | Path) -> TrainResult:
+    """Read ``train_result.json`` (or the run folder holding it), refusing newer or malformed files.
+
+    afpbench 0.1.0 wrote the same fields without ``schema_version`` and ``kind``: such a file
+    reads as version 1.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "train_result.json"
+    if not path.is_file():
+        raise AfpbenchError(f"No training result at {path}; pass the --out folder of 'afpbench train' (or its train_result.json).")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AfpbenchError(f"{path} is not valid JSON ({exc}); run afpbench train again (it resumes from its checkpoints).") from None
+    if not isinstance(data, dict):
+        raise AfpbenchError(f"{path} is not a training result (expected a JSON object); pass the train_result.json afpbench wrote.")
+    version = data.get("schema_version")
+    if isinstance(version, int) and version > TRAIN_SCHEMA_VERSION:
+        raise AfpbenchError(f"{path} uses training-result schema version {version}, newer than this afpbench reads ({TRAIN_SCHEMA_VERSION}); upgrade afpbench.")
+    try:
+        return TrainResult.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise AfpbenchError(f"{path} fails training-result schema validation at {where}: {err['msg']} ({exc.error_count()} error(s)); run afpbench train again.") from None
+
+
+__all__ = ["TrainConfig", "TrainResult", "EpochLog", "train", "load_train_result", "train_result_schema", "PAPER_RECIPE", "TRAIN_SCHEMA_VERSION"]

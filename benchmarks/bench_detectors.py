@@ -58,7 +58,7 @@ def paired_ratio(num: list[float], den: list[float]) -> float:
 def run(batch: int, repeats: int, names: list[str] | None = None) -> dict[str, Any]:
     import torch
 
-    from afpbench.detectors.tiny import build_tiny_detector
+    from afpbench.testing import build_tiny_detector
     from afpbench.registry import DETECTORS
     from afpbench.sources.photos import photo_images
 

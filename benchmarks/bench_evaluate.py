@@ -39,7 +39,9 @@ for _k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
 DETECTORS_SRC = r'''
 import torch
 
-from afpbench.detectors.base import IMAGENET_MEAN, IMAGENET_STD, Detector, Preprocessing
+from afpbench.cards import Preprocessing
+from afpbench.detectors._transforms import IMAGENET_MEAN, IMAGENET_STD
+from afpbench.detectors.base import Detector
 
 
 class TinyCNN(Detector):

@@ -33,7 +33,7 @@ what it measured so far):
 
 It prints one table (markdown, for BENCHMARK.md) and writes the figures as JSON (``--out``).
 Without a visible GPU, or with ``--tiny``, the same code runs at tiny size (the tiny
-InstructBLIP and SD3 of ``afpbench.detectors.tiny`` / ``afpbench.generate.tiny``, built from
+InstructBLIP and SD3 of ``afpbench.testing`` / ``afpbench.generate.tiny``, built from
 their configs the same way) in well under a minute: tests/test_gpu_check.py runs that mode.
 """
 
@@ -269,7 +269,7 @@ def _empty_component(lib: str, cls_name: str, folder: Path, dtype: Any) -> Any:
     if lib == "diffusers" and dtype is not None and dtype != next(model.parameters()).dtype:
         model = model.to(dtype)  # as from_pretrained(dtype=...) leaves a diffusers model
     elif dtype is not None:
-        from afpbench.detectors.instructblip import keep_fp32_modules
+        from afpbench.detectors._hf import keep_fp32_modules
 
         keep_fp32_modules(model, dtype)  # as from_pretrained(dtype=...) leaves it: T5's wo stays fp32 under fp16
     return model.eval()
@@ -348,7 +348,7 @@ def random_backend(recipe_name: str, model_dir: Path, device: str, params: dict[
 def afp_base(tiny: bool, work: Path) -> str:
     """The AntifakePrompt base: the real composed one (InstructBLIP + Vicuna v1.3 configs) or the tiny InstructBLIP."""
     if tiny:
-        from afpbench.detectors.tiny import build_tiny_instructblip
+        from afpbench.testing import build_tiny_instructblip
 
         return str(build_tiny_instructblip(work / "tiny-instructblip", seed=0))
     from afpbench.estimate import _detector_base
@@ -607,9 +607,9 @@ def _finish_status(sec: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from afpbench.detectors.instructblip import _quiet_transformers
+    from afpbench.detectors._hf import quiet_transformers
 
-    _quiet_transformers()
+    quiet_transformers()
     import diffusers.utils.logging as dlog
 
     dlog.set_verbosity_error()

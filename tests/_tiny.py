@@ -30,25 +30,25 @@ def _memo(key: str, build):
 
 
 def tiny_instructblip(tmp_path_factory) -> Path:
-    from afpbench.detectors.tiny import build_tiny_instructblip
+    from afpbench.testing import build_tiny_instructblip
 
     return _memo("instructblip", lambda: build_tiny_instructblip(_root(tmp_path_factory) / "instructblip", seed=0))
 
 
 def tiny_llama(tmp_path_factory) -> Path:
-    from afpbench.detectors.tiny import build_tiny_llama
+    from afpbench.testing import build_tiny_llama
 
     return _memo("llama", lambda: build_tiny_llama(_root(tmp_path_factory) / "llama", seed=1))
 
 
 def tiny_clip(tmp_path_factory) -> Path:
-    from afpbench.detectors.tiny import build_tiny_clip_vision
+    from afpbench.testing import build_tiny_clip_vision
 
     return _memo("clip", lambda: build_tiny_clip_vision(_root(tmp_path_factory) / "clip"))
 
 
 def tiny_resnet(tmp_path_factory) -> Path:
-    from afpbench.detectors.tiny import build_tiny_resnet
+    from afpbench.testing import build_tiny_resnet
 
     return _memo("resnet", lambda: build_tiny_resnet(_root(tmp_path_factory) / "resnet"))
 
@@ -235,6 +235,8 @@ def make_detector(name: str, tmp_path_factory, **kw: Any):
         return load_detector(name, base=str(tiny_clip(tmp_path_factory)), weights=_memo("univfd-probe", probe), **kw)
     if base_name == "spectral":
         def fitted() -> Path:
+            from afpbench.testing import fakeify
+
             det = load_detector("spectral", image_size=TINY, train_init=True)
             real = photos(12)
             fake = [fakeify(im) for im in photos(12)]
@@ -257,19 +259,10 @@ def make_detector(name: str, tmp_path_factory, **kw: Any):
 
 
 # -- data ----------------------------------------------------------------------------------------
-def fakeify(image):
-    """A simple, learnable 'generator': blur + colour cast."""
-    from PIL import Image, ImageFilter
-
-    a = np.asarray(image.convert("RGB").filter(ImageFilter.GaussianBlur(2))).astype(np.float32)
-    a = a * np.array([1.25, 0.8, 0.6]) + 20
-    return Image.fromarray(a.clip(0, 255).astype(np.uint8))
-
-
 def make_split(out: Path, n: int, seed: int, prefix: str, size: int = 64, fake_format: str = "png", real_format: str = "png") -> tuple[Path, Path]:
     """A real set (photo crops) and a fake set (fakeified crops), ``n`` rows each."""
-    from afpbench.testing import write_images
     from afpbench.sources.photos import photo_crops
+    from afpbench.testing import fakeify, write_images
 
     real = [c.image for c in photo_crops(n, seed=seed, size=size, prefix=f"{prefix}r")]
     fake = [fakeify(c.image) for c in photo_crops(n, seed=seed + 1000, size=size, prefix=f"{prefix}f")]

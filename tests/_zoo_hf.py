@@ -326,12 +326,7 @@ class UpstreamCoSpy(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         import torchvision.transforms as T
 
-        from afpbench.detectors.base import (
-            CLIP_MEAN,
-            CLIP_STD,
-            IMAGENET_MEAN,
-            IMAGENET_STD,
-        )
+        from afpbench.detectors._transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 
         sem = self.sem_fc(self.clip(pixel_values=T.Normalize(CLIP_MEAN, CLIP_STD)(x)).image_embeds)
         art = self.art(T.Normalize(IMAGENET_MEAN, IMAGENET_STD)(x))
@@ -380,7 +375,8 @@ def probe_base(root: Path, family: str) -> Path:
 
 def fitted_probe(root: Path, tag: str | None, n: int = 12) -> Path:
     """A probe fitted by its own fit() on photos (real, 0) against fakeified photos (fake, 1)."""
-    from _tiny import fakeify, photos
+    from _tiny import photos
+    from afpbench.testing import fakeify
 
     from afpbench.detectors import load_detector
 

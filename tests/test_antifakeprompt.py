@@ -12,6 +12,7 @@ from PIL import Image
 from _tiny import one_thread, photos, tiny_instructblip, tiny_llama, write_lavis_checkpoint
 from afpbench.detectors import load_detector
 from afpbench.detectors.antifakeprompt import LAVIS_LLM_KEY, LAVIS_QFORMER_KEY, AntifakePrompt
+from afpbench.detectors.base import training_kind
 from afpbench.detectors.instructblip import AFP_MEAN, AFP_STD, PRESET_BASES, resolve_base
 from afpbench.errors import WeightsError
 
@@ -182,7 +183,7 @@ def test_zero_shot_uses_the_prompt_without_the_pseudo_word(base, batch):
     z = load_detector("instructblip", base=base)
     tokens = z.llm_tok.convert_ids_to_tokens(z.llm_ids[0].tolist())
     assert "[*]" not in tokens and tokens[0] == "</s>" and z.prompt == "Is this photo real?"
-    assert not z.trainable and sum(p.requires_grad for p in z.model.parameters()) == 0
+    assert training_kind(type(z)) is None and not z.card.trainable and sum(p.requires_grad for p in z.model.parameters()) == 0
     s = z.score(batch)
     assert torch.all((s > 0) & (s < 1))
 

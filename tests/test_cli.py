@@ -45,6 +45,28 @@ def test_list_does_not_import_torch():
     assert out.stdout.strip().endswith("NOTORCH"), out.stdout[-200:]
 
 
+def test_list_detectors_shows_variants_trainability_and_licence_without_torch():
+    code = (
+        "import json, sys; from afpbench.cli import main\ntry:\n main(['list', 'detectors', '--json'])\nexcept SystemExit: pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NOTORCH')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    text, _, flag = out.stdout.rstrip().rpartition("\n")
+    assert flag == "NOTORCH", out.stdout[-300:] + out.stderr[-300:]
+    rows = {r["name"]: r for r in json.loads(text)}
+    detectors = [r for r in rows.values() if r["kind"] == "detector"]
+    assert len({r["name"].split(".")[0] for r in detectors}) >= 16 and len(detectors) > 30
+    # One row per name.tag, with how it trains, whether it needs weights, and its licence flag.
+    assert rows["antifakeprompt.lama"]["trainable"] == "gradient" and rows["antifakeprompt.lama"]["weights"] == "needed"
+    assert rows["probe.siglip2"]["trainable"] == "closed-form" and rows["npr.paper"]["trainable"] == "-"
+    assert rows["qwen_vl.3b"]["licence"] == "non-commercial" and rows["qwen_vl"]["licence"] == "-"
+    assert rows["bfree"]["licence"] == "non-commercial" and rows["format"]["kind"] == "sanity" and rows["test_toy"]["kind"] == "test"
+    assert "random.<seed>" in rows and rows["cnnspot.blur_jpg_prob0.5"]["implemented by"] == "afpbench.detectors.cnnspot:CNNSpot"
+    table = run_cli("list", "detectors").stdout
+    assert table.splitlines()[0].split() == ["name", "kind", "trainable", "weights", "licence", "implemented", "by"]
+    assert f"({len(rows)} rows)" in table
+
+
 def test_unknown_command_and_profile_suggest_the_nearest():
     res = run_cli("lsit")
     assert res.returncode == 2 and "Did you mean: list" in res.stderr

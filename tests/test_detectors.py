@@ -25,9 +25,12 @@ from _tiny import (
     write_cnnspot_checkpoint,
 )
 from afpbench.detectors import BUNDLED, load_detector
-from afpbench.detectors.base import DetectorCard
+from afpbench.cards import DetectorCard
 from afpbench.errors import AfpbenchError, UnknownNameError, WeightsError
 from afpbench.registry import DETECTORS
+
+
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -222,20 +225,73 @@ def test_format_reads_the_file_not_the_pixels():
         det.preprocess(im.copy())  # a bare image has no file format
 
 
-def test_registry_test_covers_plugins_too(monkeypatch):
-    """A detector added through the registry is picked up by the parametrized test's source."""
-    from afpbench.detectors.constant import Constant
+# A third-party package's detectors, installed through the entry-point group: one that
+# honours the contract and one whose scores depend on the batch they come in.
+PLUGIN_SOURCE = '''
+import numpy as np
+import torch
 
-    class Half(Constant):
-        name = "half"
-        variants = {None: Constant.variants["real"]}
+from afpbench.cards import Variant
+from afpbench.detectors.base import Detector
 
-        def forward_scores(self, batch):
-            return torch.full((batch.shape[0],), 0.5)
 
-    monkeypatch.setitem(DETECTORS._objects, "half", Half)
-    assert "half" in DETECTORS.names()
-    assert load_detector("half").score(torch.zeros(2, 1)).tolist() == [0.5, 0.5]
+class MeanGrey(Detector):
+    name = "plugin_mean"
+    variants = {None: Variant(training_data="none")}
+
+    def preprocess(self, image, row=None):
+        return torch.tensor([float(np.asarray(image.convert("L")).mean()) / 255.0])
+
+    def forward_scores(self, batch):
+        return batch[:, 0]
+
+
+class BatchRelative(MeanGrey):
+    name = "plugin_batchy"
+
+    def forward_scores(self, batch):
+        return torch.sigmoid(batch[:, 0] - batch[:, 0].mean())
+'''
+
+
+def test_registry_test_covers_plugins_too(pytester, monkeypatch):
+    """The registry-parametrized contract test collects an installed plugin and fails a bad one."""
+    site = pytester.mkdir("site")
+    (site / "afpbench_plugin_example.py").write_text(PLUGIN_SOURCE)
+    dist = site / "afpbench_plugin_example-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: afpbench-plugin-example\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[afpbench.detectors]\nplugin_mean = afpbench_plugin_example:MeanGrey\nplugin_batchy = afpbench_plugin_example:BatchRelative\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p))
+    here = os.path.abspath(__file__)
+    result = pytester.runpytest_subprocess(here, "-v", "-p", "no:cacheprovider", "-k", "test_every_detector_scores_photos and plugin_")
+    result.stdout.fnmatch_lines([
+        "*test_every_detector_scores_photos?plugin_batchy? FAILED*",
+        "*test_every_detector_scores_photos?plugin_mean? PASSED*",
+    ])
+    result.stdout.fnmatch_lines(["*batch size changes scores*"])
+    result.assert_outcomes(passed=1, failed=1)
+
+
+def test_bundled_declarations_agree_with_the_classes():
+    """What BUNDLED says without importing a detector (tags, training, weights, licence) is what its class says."""
+    from afpbench.detectors import detector_class, trainable_names
+    from afpbench.detectors.base import Detector, training_kind
+
+    for name, entry in BUNDLED.items():
+        cls = detector_class(name)
+        assert issubclass(cls, Detector) and cls.name == name and f"{cls.__module__}:{cls.__qualname__}" == entry.target, name
+        assert entry.tags == tuple(t or "" for t in cls.variants), name
+        assert entry.training == training_kind(cls), name
+        assert entry.needs_weights == cls.needs_weights, name
+        licensed = {t or "" for t, v in cls.variants.items() if (cls.noncommercial if v.noncommercial is None else v.noncommercial)}
+        assert {t for t in entry.tags if entry.is_noncommercial(t)} == licensed, name
+    assert set(trainable_names()) == {n for n in BUNDLED if training_kind(detector_class(n)) and n != "test_toy"}
+    # A detector that mixes in no training contract has no training method to call by mistake.
+    constant = load_detector("constant")
+    assert not any(hasattr(constant, m) for m in ("trainable_parameters", "training_loss", "fit", "save", "trainable_state"))
 
 
 @pytest.mark.slow

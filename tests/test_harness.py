@@ -148,18 +148,22 @@ def _scores(folder: Path) -> dict[str, dict[str, float]]:
 
 def test_one_pass_decodes_once_for_every_detector_and_suite(toy_module, data_dir, tmp_path, monkeypatch):
     _, mod = toy_module
-    calls = {"n": 0}
+    stored = {row["image"]["bytes"] for name in ("coco", "flickr", "sd2", "sdxl") for row in open_dataset(data_dir / name).rows(columns=["image"])}
+    calls = {"stored": 0, "perturbed": 0}
     real_decode = ds.decode_image
 
     def counting_decode(value):
-        calls["n"] += 1
+        data = value.get("bytes") if isinstance(value, dict) else value
+        calls["stored" if data in stored else "perturbed"] += 1
         return real_decode(value)
 
     monkeypatch.setattr(ds, "decode_image", counting_decode)
     a, b = mod.Toy(), mod.Toy(tag="sharp", gain=80.0)
     evaluations = evaluate(_cfg(data_dir, tmp_path, [a, b], perturb=[None, "jpeg:30"]))
     paths = [e.path for e in evaluations]
-    assert calls["n"] == N_ROWS  # 2 detectors x 2 suites, yet every image decoded once
+    # 2 detectors x 2 suites, yet every stored image is decoded once, and the JPEG file the
+    # perturbation writes (which the detectors see) once too, whatever the number of detectors.
+    assert calls == {"stored": N_ROWS, "perturbed": N_ROWS}
     assert [e.results for e in evaluations] == [load_results(p) for p in paths]  # what was returned is what was written
     assert sorted(p.parent.name for p in paths) == ["toy", "toy.sharp", "toy.sharp@jpeg-30", "toy@jpeg-30"]
 
@@ -389,8 +393,9 @@ def test_bundled_spectral_detector_with_trained_weights(data_dir, tmp_path):
     """The real path: a bundled detector, fitted, saved, loaded by name with --weights."""
     import torch
 
+    import hashlib
+
     from afpbench.detectors import load_detector
-    from afpbench.detectors.base import sha256_path
 
     det = load_detector("spectral", train_init=True, image_size=32)
     rows = [r for b in open_dataset(data_dir / "calib").iter_batches(64) for r in b]
@@ -403,7 +408,7 @@ def test_bundled_spectral_detector_with_trained_weights(data_dir, tmp_path):
     )
     assert out.exit_code == 0, out.output
     res = load_results(tmp_path / "res" / "spectral")
-    assert res.detector.weights_sha256 == sha256_path(weights) and res.detector.weights == str(weights)
+    assert res.detector.weights_sha256 == hashlib.sha256((weights / "model.safetensors").read_bytes()).hexdigest() and res.detector.weights == str(weights)
     assert res.detector.card.name == "spectral" and res.detector.arguments["image_size"] == 32
     assert res.threshold.source == det.threshold_policy and res.run.num_workers == 1
     scores = _scores(tmp_path / "res" / "spectral")

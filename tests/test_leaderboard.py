@@ -8,56 +8,22 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import ClassVar
 
 import jsonschema
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from afpbench.cli import cli as cli_group
-from afpbench.testing import write_images
+from afpbench.testing import ToyDetector, write_images
 from afpbench.errors import AfpbenchError
 from afpbench.evaluate import EvalConfig, evaluate
 from afpbench.leaderboard import build_site, render_text_table
-from afpbench.detectors.base import DetectorCard
-from afpbench.results import SCHEMA_VERSION, DetectorInfo, load_leaderboard, load_results, read_predictions
+from afpbench.results import SCHEMA_VERSION, load_leaderboard, load_results, read_predictions
 
 REPO = Path(__file__).resolve().parent.parent
 SETS = ["coco", "flickr", "sd2", "sdxl"]
-
-
-class Toy:
-    """A plugin-style detector: P(fake) from high-frequency energy."""
-
-    name = "toy"
-
-    def __init__(self, tag=None, gain=40.0):
-        self.tag, self.gain = tag, gain
-        self.weights_sha256, self.threshold, self.threshold_policy = None, 0.5, "fixed: 0.5"
-
-    @property
-    def full_name(self):
-        return f"{self.name}.{self.tag}" if self.tag else self.name
-
-    def arguments(self):
-        return {"gain": self.gain}
-
-    def describe(self):
-        return DetectorInfo(name=self.name, tag=self.tag, full_name=self.full_name, arguments=self.arguments(), weights_sha256=self.weights_sha256,
-                            card=getattr(self, "card", None))
-
-    def preprocess(self, image, row=None):
-        return torch.from_numpy(np.asarray(image.convert("L").resize((48, 48)), dtype=np.float32) / 255.0)[None]
-
-    def collate(self, items):
-        return torch.stack(items)
-
-    def score(self, batch):
-        hf = (batch[..., 1:, :] - batch[..., :-1, :]).abs().mean(dim=(1, 2, 3))
-        return torch.sigmoid((hf - 0.06) * self.gain)
 
 
 def _crops(photos, n, offset, noise=0.0, seed=0):
@@ -92,14 +58,14 @@ def world(tmp_path_factory, photos):
         cfg.update(kw)
         return [e.path for e in evaluate(EvalConfig(**cfg))]
 
-    main = run("main", [Toy(), Toy("sharp", 80.0)], perturb=[None, "jpeg:30"])
+    main = run("main", [ToyDetector(), ToyDetector("sharp", gain=80.0)], perturb=[None, "jpeg:30"])
     return {
         "root": root,
         "main": main,
-        "limit": run("limit", [Toy()], limit=4)[0],
-        "custom": run("custom", [Toy("custom")], profile=None)[0],
-        "otherdata": run("otherdata", [Toy("other")], data=[other])[0],
-        "dup": run("dup", [Toy()])[0],
+        "limit": run("limit", [ToyDetector()], limit=4)[0],
+        "custom": run("custom", [ToyDetector("custom")], profile=None)[0],
+        "otherdata": run("otherdata", [ToyDetector("other")], data=[other])[0],
+        "dup": run("dup", [ToyDetector()])[0],
     }
 
 
@@ -116,19 +82,19 @@ def test_site_files_and_json(world, tmp_path):
     assert board.profile == "v3" and [s.name for s in board.sets][:3] == ["coco", "flickr", "sd2"] and len(board.sets) == 23
     measured = [e for e in board.entries if e.source == "measured"]
     reported = {e.detector: e for e in board.entries if e.source == "reported"}
-    assert sorted((e.detector, e.perturbation or "") for e in measured) == [("toy", ""), ("toy", "jpeg:30"), ("toy.sharp", ""), ("toy.sharp", "jpeg:30")]
+    assert sorted((e.detector, e.perturbation or "") for e in measured) == [("test_toy", ""), ("test_toy", "jpeg:30"), ("test_toy.sharp", ""), ("test_toy.sharp", "jpeg:30")]
     assert board.suites == ["jpeg:30"]
     # Reported rows: the paper's numbers, as fractions, never with intervals.
     afp = reported["AntifakePrompt"]
     assert round(100 * afp.average_all.value, 2) == 91.81 and round(100 * afp.average_held_out.value, 2) == 92.11
     assert afp.per_set["sd2"].value == pytest.approx(0.9833) and afp.per_set["sd2"].ci_low is None and afp.results_file is None
     assert len(reported) == 18
-    toy = next(e for e in measured if e.detector == "toy" and not e.perturbation)
+    toy = next(e for e in measured if e.detector == "test_toy" and not e.perturbation)
     assert set(toy.per_set) == set(SETS) and toy.per_set["sd2"].ci_low is not None and toy.mean_auc is not None
     assert toy.families and set(toy.pairs) == {"sd2", "sdxl"} and toy.results_sha256
     assert any("evaluated on 4 of 23 sets" in n for n in board.notes)
     md = (site / "leaderboard.md").read_text()
-    assert "| AntifakePrompt | reported |" in md and "| toy | measured (4/23 sets) |" in md and "## Robustness" in md and "91.81" in md
+    assert "| AntifakePrompt | reported |" in md and "| test_toy | measured (4/23 sets) |" in md and "## Robustness" in md and "91.81" in md
     # Self-contained: no external resources.
     page = (site / "index.html").read_text()
     assert not re.search(r'(src|href)="(?!data:|#)', page)
@@ -144,7 +110,7 @@ def test_without_reported_rows_or_profile(world, tmp_path):
     header, rule, row = text.splitlines()
     assert header.split()[:6] == ["detector", "source", *SETS] and "mean" in header and set(rule) <= {"-", " "}
     entry = custom.entries[0]
-    assert row.split()[0] == "toy.custom" and row.split()[3] == f"{100 * entry.per_set['flickr'].value:.2f}"
+    assert row.split()[0] == "test_toy.custom" and row.split()[3] == f"{100 * entry.per_set['flickr'].value:.2f}"
 
 
 def test_refusals_each_with_one_line_reason(world, tmp_path):
@@ -153,7 +119,7 @@ def test_refusals_each_with_one_line_reason(world, tmp_path):
         ([*main, world["limit"]], "run with --limit 4; evaluate without --limit"),
         ([*main, world["otherdata"]], "Set 'sd2' has different data"),
         ([*main, world["custom"]], "mix profile versions"),
-        ([*main, world["dup"]], "Two results for toy"),
+        ([*main, world["dup"]], "Two results for test_toy"),
     ]
     for files, message in cases:
         with pytest.raises(AfpbenchError, match=re.escape(message)) as exc:
@@ -231,7 +197,7 @@ def test_page_in_headless_chromium(world, bias, tmp_path):
     html = dom.stdout
     assert 'data-ready="1"' in html  # the script ran to its end
     rows = re.findall(r'<tr class="(measured|reported)" data-source="\w+" data-detector="([^"]+)"', html)
-    assert ("measured", "toy") in rows and ("measured", "toy.sharp") in rows and ("reported", "AntifakePrompt") in rows
+    assert ("measured", "test_toy") in rows and ("measured", "test_toy.sharp") in rows and ("reported", "AntifakePrompt") in rows
     assert len([r for r in rows if r[0] == "reported"]) == 18
     # The initial sort (held-out average, best first) was applied by the page's script.
     assert "sorted-desc" in html
@@ -263,10 +229,10 @@ def test_page_in_headless_chromium(world, bias, tmp_path):
 BIAS_SETS = ["flickr", "sd2", "sdxl"]
 
 
-class NCToy(Toy):
-    """The toy with a card saying its licence forbids commercial use."""
+class NCToy(ToyDetector):
+    """The test_toy with a card saying its licence forbids commercial use."""
 
-    card: ClassVar[DetectorCard] = DetectorCard(name="toy", noncommercial=True)
+    noncommercial = True
 
 
 def _view_copy(src: Path, dst: Path, names: list[str], view) -> None:
@@ -322,7 +288,7 @@ def bias(tmp_path_factory, photos):
     write_images(data, "sdxl", _crops(photos, 10, 6, 12, 2), 1)
 
     def dets():
-        return ["format", Toy(), Toy("sharp", 80.0), NCToy("nc")]
+        return ["format", ToyDetector(), ToyDetector("sharp", gain=80.0), NCToy("nc")]
 
     def run(out, folder, **kw):
         return [e.path for e in evaluate(EvalConfig(detectors=dets(), data=[folder], datasets=BIAS_SETS, out=root / out, batch_size=8, bootstrap=100, num_workers=0, progress=False, **kw))]
@@ -366,7 +332,7 @@ def test_views_side_by_side_with_rank_correlation_and_drops(bias):
     [cmp] = board.views
     assert cmp.view.name == "codec-matched" and cmp.view.kind == "codec-matched" and cmp.fake_sets == ["sd2", "sdxl"]
     by = {d.detector: d for d in cmp.detectors}
-    assert set(by) == {"format", "toy", "toy.sharp", "toy.nc"}
+    assert set(by) == {"format", "test_toy", "test_toy.sharp", "test_toy.nc"}
     native, matched = bias["native"], bias["matched"]
     for det, row in by.items():
         # Independent reference: scikit-learn on the predictions files of each side.
@@ -376,7 +342,7 @@ def test_views_side_by_side_with_rank_correlation_and_drops(bias):
     # format reads the file only: JPEG reals vs PNG fakes is all it sees, and the matched
     # codec takes it to chance; the pixel detectors keep their lead.
     assert by["format"].native_auc == 1.0 and by["format"].view_auc == 0.5 and by["format"].flagged
-    assert not by["toy"].flagged and not by["toy.sharp"].flagged
+    assert not by["test_toy"].flagged and not by["test_toy.sharp"].flagged
     names = list(by)
     tau = kendalltau([by[d].native_auc for d in names], [by[d].view_auc for d in names])[0]
     assert cmp.kendall_tau.value == pytest.approx(tau, abs=1e-12) and cmp.kendall_tau.n_detectors == 4
@@ -421,7 +387,7 @@ def test_robustness_table_from_the_chain_suite(bias):
     board = bias["board"]
     assert board.suites == ["chain"]
     rows = {r.detector: r for r in board.robustness}
-    assert set(rows) == {"format", "toy", "toy.sharp", "toy.nc"} and {r.suite for r in rows.values()} == {"chain"}
+    assert set(rows) == {"format", "test_toy", "test_toy.sharp", "test_toy.nc"} and {r.suite for r in rows.values()} == {"chain"}
     folders = bias["native"]
     for det, r in rows.items():
         assert r.clean_auc == pytest.approx(_mean_auc(folders[det]), abs=1e-12)
@@ -432,21 +398,21 @@ def test_robustness_table_from_the_chain_suite(bias):
     site = bias["site"]
     assert Image.open(site / "robustness.png").size[0] > 100
     md = (site / "leaderboard.md").read_text()
-    assert "## Clean vs robust AUC" in md and f"| toy | chain | {rows['toy'].clean_auc:.3f} | {rows['toy'].robust_auc:.3f} | {rows['toy'].drop:+.3f} |" in md
+    assert "## Clean vs robust AUC" in md and f"| test_toy | chain | {rows['test_toy'].clean_auc:.3f} | {rows['test_toy'].robust_auc:.3f} | {rows['test_toy'].drop:+.3f} |" in md
     assert 'id="robust-auc-table"' in (site / "index.html").read_text()
 
 
 def test_noncommercial_detectors_are_flagged(bias):
     board = bias["board"]
     flags = {e.detector: e.noncommercial for e in board.entries if not e.perturbation and e.view is None}
-    assert flags == {"format": False, "toy": False, "toy.sharp": False, "toy.nc": True}
+    assert flags == {"format": False, "test_toy": False, "test_toy.sharp": False, "test_toy.nc": True}
     md = (bias["site"] / "leaderboard.md").read_text()
-    assert "| toy.nc (NC) | measured |" in md and "| toy | measured |" in md and "commercial use" in md
+    assert "| test_toy.nc (NC) | measured |" in md and "| test_toy | measured |" in md and "commercial use" in md
     # ... in every table, the views and clean-vs-robust ones included.
-    assert "| toy.nc (NC) | chain |" in md and "| toy.nc (NC) | native | clean |" in md and "| toy.nc (NC) | 0." in md
+    assert "| test_toy.nc (NC) | chain |" in md and "| test_toy.nc (NC) | native | clean |" in md and "| test_toy.nc (NC) | 0." in md
     page = (bias["site"] / "index.html").read_text()
-    assert re.search(r'data-detector="toy\.nc"><td class="text"[^>]*>toy\.nc<span class="badge nc"', page)
-    assert "toy.nc(NC)" in render_text_table(board)
+    assert re.search(r'data-detector="test_toy\.nc"><td class="text"[^>]*>test_toy\.nc<span class="badge nc"', page)
+    assert "test_toy.nc(NC)" in render_text_table(board)
 
 
 def test_shortcut_audit_section(bias, tmp_path):
@@ -527,13 +493,20 @@ def test_same_recipe_combines_other_builds_and_marks_them(world, tmp_path):
     sd2 = next(s for s in board.sets if s.name == "sd2")
     assert sd2.fingerprint == load_results(world["main"][0]).datasets[2].fingerprint  # the build most results used
     assert sd2.recipe_fingerprint is not None
-    assert _entry(board, "toy.other").other_build == ["sd2"] and _entry(board, "toy").other_build == []
+    assert _entry(board, "test_toy.other").other_build == ["sd2"] and _entry(board, "test_toy").other_build == []
     md = (tmp_path / "site" / "leaderboard.md").read_text()
-    assert "| toy.other | measured (4/23 sets), other build of the same recipe: sd2 |" in md
+    assert "| test_toy.other | measured (4/23 sets), other build of the same recipe: sd2 |" in md
     assert 'class="badge build"' in (tmp_path / "site" / "index.html").read_text()
-    # A results file without the recipe fingerprint cannot be compared: one line naming the fix.
+    # A results file without the recipe fingerprint (written before evaluate recorded it)
+    # cannot be compared: one line naming the fix.
+    bare = tmp_path / "bare"
+    shutil.copytree(world["otherdata"].parent, bare)
+    stripped = json.loads((bare / "results.json").read_text())
+    for d in stripped["datasets"]:
+        d.pop("recipe_fingerprint", None)
+    (bare / "results.json").write_text(json.dumps(stripped))
     with pytest.raises(AfpbenchError, match=r"does not record the recipe fingerprint of set 'sd2'.*evaluate it again") as exc:
-        build_site([*main, world["otherdata"]], tmp_path / "x", same_recipe=True)
+        build_site([*main, bare / "results.json"], tmp_path / "x", same_recipe=True)
     assert "\n" not in str(exc.value)
     # Another recipe (a different fingerprint) is refused even with --same-recipe.
     data = json.loads(other.read_text())
@@ -544,7 +517,7 @@ def test_same_recipe_combines_other_builds_and_marks_them(world, tmp_path):
 
 
 def test_cli_audit_data_and_same_recipe_options(bias, tmp_path, cli):
-    files = [str(bias["native"][d]) for d in ("format", "toy")]
+    files = [str(bias["native"][d]) for d in ("format", "test_toy")]
     out = CliRunner().invoke(cli_group, ["leaderboard", *files, "--audit", str(bias["audit"]), "--data", str(bias["data"]), "--out", str(tmp_path / "site")])
     assert out.exit_code == 0, out.output
     assert "sets.html" in out.output and (tmp_path / "site" / "sets.html").is_file() and (tmp_path / "site" / "audit").is_dir()
@@ -561,7 +534,7 @@ def test_renderers_format_the_models_numbers(world, tmp_path):
 
     assert tuple(PairSummary.model_fields) == PAIR_KEYS and set(PAIR_KEYS) < set(PAIR_METRICS)
     board = load_leaderboard(build_site(world["main"], tmp_path / "site"))
-    toy = _entry(board, "toy")
+    toy = _entry(board, "test_toy")
     assert toy.pair_means.auc.value == toy.mean_auc == pytest.approx(np.mean([p.auc.value for p in toy.pairs.values()]))
     assert toy.pair_means.auc.ci_low is None  # a mean of intervals is no interval
     assert toy.threshold.kind == "fixed" and toy.threshold.value == 0.5
@@ -569,9 +542,9 @@ def test_renderers_format_the_models_numbers(world, tmp_path):
     toy.pair_means.eer.value = 0.123456
     toy.families[family] = 0.987654
     md = render_markdown(board)
-    [tf_row] = [line for line in md.splitlines() if line.startswith("| toy | native | clean | ")]
+    [tf_row] = [line for line in md.splitlines() if line.startswith("| test_toy | native | clean | ")]
     assert tf_row.split(" | ")[5] == "0.123"  # Detector, View, Perturbation, AUC, AP, EER
-    [fam_row] = [line for line in md.splitlines() if line.startswith("| toy | measured | ")]
+    [fam_row] = [line for line in md.splitlines() if line.startswith("| test_toy | measured | ")]
     assert fam_row.split(" | ")[2 + board.families.index(family)] == "98.77"
     page = render_html(board, {})
     assert 'data-value="0.123456"' in page and 'data-value="0.987654"' in page
@@ -590,6 +563,6 @@ def test_leaderboards_with_text_thresholds_still_read(world, tmp_path):
         del s["recipe_fingerprint"]
     path.write_text(json.dumps(data))
     board = load_leaderboard(path)
-    toy = _entry(board, "toy")
+    toy = _entry(board, "test_toy")
     assert toy.threshold.kind == "fixed" and toy.threshold.value == 0.5 and set(toy.pairs["sd2"].model_fields) == {"auc", "ap", "eer", "tpr_at_fpr_1", "tpr_at_fpr_5"}
     assert render_text_table(data).splitlines()[0].startswith("detector")

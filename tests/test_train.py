@@ -145,3 +145,66 @@ def test_cli_trains_and_reports_errors_on_one_line(data, tmp_path, capsys):
         main(["train", "--detector", "random", "--train", train_arg, "--out", str(tmp_path / "bad")])
     err = capsys.readouterr().err.strip()
     assert code.value.code == 2 and err.startswith("error:") and "not trainable" in err and "\n" not in err
+
+
+def test_betas_given_alone_keep_the_recipe_s_other_one(data, tmp_path):
+    cfg = TrainConfig(detector="antifakeprompt", train=["x"], out="y", betas=(None, 0.99)).resolved()
+    assert cfg.betas == (0.9, 0.99)
+    assert TrainConfig(detector="x", train=["x"], out="y", betas=(0.8, None)).resolved().betas == (0.8, 0.999)
+    with pytest.raises(AfpbenchError, match="two numbers"):
+        TrainConfig(detector="x", train=["x"], out="y", betas=(0.8,)).resolved()
+    # The CLI's --beta2 alone goes through the same merge (recorded in train_config.json).
+    from afpbench.cli import main
+
+    main(["train", "--detector", "format", "--train", ",".join(str(p) for p in data["train"]), "--out", str(tmp_path / "b2"), "--beta2", "0.98", "--quiet"])
+    assert json.loads((tmp_path / "b2" / "train_config.json").read_text())["betas"] == [0.9, 0.98]
+
+
+def test_train_result_is_typed_and_read_back(afp_run, tmp_path):
+    from afpbench.train import TRAIN_SCHEMA_VERSION, TrainResult, load_train_result
+
+    path = afp_run.out / "train_result.json"
+    raw = json.loads(path.read_text())
+    assert list(raw)[:2] == ["schema_version", "kind"] and raw["schema_version"] == TRAIN_SCHEMA_VERSION
+    back = load_train_result(afp_run.out)
+    assert isinstance(back, TrainResult) and back == afp_run
+    assert back.config.lr == 5e-2 and back.config.betas == (0.9, 0.999) and back.best_checkpoint == afp_run.out / "best"
+    # The file afpbench 0.1.0 wrote: the same fields, sorted, without schema_version or kind.
+    old = {
+        "out": str(afp_run.out), "best_checkpoint": str(afp_run.best_checkpoint), "best_epoch": afp_run.best_epoch,
+        "completed": afp_run.completed, "resumed_from": None,
+        "epochs": [{"epoch": e.epoch, "train_loss": e.train_loss, "val_loss": e.val_loss, "lr": e.lr, "seconds": e.seconds} for e in afp_run.epochs],
+        "config": {**raw["config"], "betas": [0.9, 0.999]},
+    }
+    (tmp_path / "old.json").write_text(json.dumps(old, indent=2, sort_keys=True) + "\n")
+    assert load_train_result(tmp_path / "old.json") == afp_run
+    # Newer, malformed and missing files are refused in one line that names the fix.
+    (tmp_path / "new.json").write_text(json.dumps({**raw, "schema_version": TRAIN_SCHEMA_VERSION + 1}))
+    (tmp_path / "bad.json").write_text(json.dumps({**raw, "best_epoch": "last"}))
+    for name, match in (("new.json", "newer than this afpbench reads"), ("bad.json", "validation at best_epoch"), ("none.json", "No training result")):
+        with pytest.raises(AfpbenchError, match=match) as err:
+            load_train_result(tmp_path / name)
+        assert "\n" not in str(err.value)
+
+
+def test_shipped_train_result_schema_is_current():
+    from pathlib import Path
+
+    from afpbench.train import train_result_schema
+
+    root = Path(__file__).resolve().parent.parent
+    generated = json.loads(json.dumps(train_result_schema()))
+    for folder in (root / "afpbench" / "schemas", root / "docs" / "schemas"):
+        shipped = json.loads((folder / "train_result.schema.json").read_text())
+        assert shipped == generated, f"{folder}/train_result.schema.json is stale: write train_result_schema() to it"
+    assert list(generated["properties"])[0] == "schema_version"
+    described = [generated, *generated["$defs"].values()]
+    assert all("description" in p for d in described for p in d["properties"].values())
+
+
+def test_save_records_what_it_was_trained_on(tmp_path):
+    det = load_detector("format")
+    assert load_detector("format", weights=det.save(tmp_path / "plain")).card.training_data == det.variant.training_data
+    folder = det.save(tmp_path / "given", training_data="set A (10 rows)")
+    assert json.loads((folder / "detector.json").read_text())["training_data"] == "set A (10 rows)"
+    assert load_detector("format", weights=folder).card.training_data == "set A (10 rows)"

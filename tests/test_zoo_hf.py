@@ -19,9 +19,10 @@ import _zoo_hf as Z
 import numpy as np
 import pytest
 import torch
-from _tiny import TINY, fakeify, make_split, one_thread, photos
+from _tiny import TINY, make_split, one_thread, photos
 
 from afpbench.detectors import load_detector
+from afpbench.testing import fakeify
 from afpbench.errors import WeightsError
 
 
@@ -162,7 +163,7 @@ def _upstream_at(model, cfg_dir, size, pos):
 def test_dda_preprocessing_is_upstreams_center_crop_with_padding(dda_upstream, dda_cfg):
     import torchvision.transforms as T
 
-    from afpbench.detectors.base import CLIP_MEAN, CLIP_STD
+    from afpbench.detectors._transforms import CLIP_MEAN, CLIP_STD
 
     _, path = dda_upstream
     det = load_detector("dda", weights=path, base=str(dda_cfg), image_size=TINY)

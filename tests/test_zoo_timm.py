@@ -19,9 +19,10 @@ import _zoo_timm as Z
 import numpy as np
 import pytest
 import torch
-from _tiny import fakeify, one_thread, photos
+from _tiny import one_thread, photos
 
 from afpbench.detectors import load_detector
+from afpbench.testing import fakeify
 from afpbench.errors import AfpbenchError, WeightsError
 
 NAMES = ["commfor", "npr", "drct", "safe", "ladeda", "tiny_ladeda", "bfree"]
@@ -256,7 +257,7 @@ def test_safe_reads_save_model_checkpoints_and_crops_like_torchvision(tmp_path_f
 
 
 def test_safe_real_architecture_has_the_papers_parameter_count():
-    from afpbench.detectors.npr import TruncatedResNet
+    from afpbench.detectors._resnet import TruncatedResNet
 
     with torch.device("meta"):
         net = TruncatedResNet((3, 4), 2)

@@ -21,7 +21,7 @@ def _paths(values: tuple[str, ...]) -> list[str]:
 
 
 @click.command("train")
-@click.option("--detector", required=True, help="Trainable detector: antifakeprompt, instructblip_lora, cnnspot, univfd, spectral, efficientnet, format.")
+@click.option("--detector", required=True, help="Trainable detector (see 'afpbench list detectors', column trainable).")
 @click.option("--train", "train_dirs", multiple=True, required=True, help="Training dataset folder (repeat or comma-separate); labels come from the data.")
 @click.option("--val", "val_dirs", multiple=True, help="Validation dataset folder(s); the epoch with the lowest validation loss is kept.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (checkpoints/, best/, train_result.json).")
@@ -48,12 +48,10 @@ def _paths(values: tuple[str, ...]) -> list[str]:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(detector, train_dirs, val_dirs, out, base, weights, device, dtype, image_size, epochs, batch_size, lr, weight_decay, beta1, beta2, scheduler, warmup_steps, mixed_precision, seed, limit, workers, threads, resume, stop_after_epochs, quiet):
     """Train a detector (AntifakePrompt's soft prompt by default recipe) and keep the best epoch."""
-    from afpbench.train import PAPER_RECIPE, TrainConfig, train
+    from afpbench.train import TrainConfig, train
 
-    betas = None
-    if beta1 is not None or beta2 is not None:
-        b1, b2 = PAPER_RECIPE["betas"]
-        betas = (beta1 if beta1 is not None else b1, beta2 if beta2 is not None else b2)
+    # A beta given alone keeps the recipe's other one (TrainConfig.resolved merges them).
+    betas = (beta1, beta2) if beta1 is not None or beta2 is not None else None
     cfg = TrainConfig(
         detector=detector, train=_paths(train_dirs), val=_paths(val_dirs), out=out, base=base, weights=weights, device=device, dtype=dtype,
         image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, betas=betas, scheduler=scheduler,

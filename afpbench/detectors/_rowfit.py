@@ -14,7 +14,8 @@ from typing import Any, ClassVar, Iterable
 
 import torch
 
-from afpbench.detectors.base import Detector, bce_from_probs, check_state_dict, read_saved
+from afpbench.detectors._weights import check_state_dict, read_saved
+from afpbench.detectors.base import ClosedFormFit, Detector, bce_from_probs
 from afpbench.errors import AfpbenchError
 
 
@@ -30,14 +31,12 @@ def row_value(row: dict[str, Any] | None, image: Any, key: str) -> Any:
     return None
 
 
-class RowLogistic(Detector):
+class RowLogistic(Detector, ClosedFormFit):
     """P(fake) = sigmoid(w . features(row) + b); prior weights until fitted."""
 
     FEATURES: ClassVar[tuple[str, ...]] = ()
     PRIOR_WEIGHT: ClassVar[tuple[float, ...]] = ()
     PRIOR_BIAS: ClassVar[float] = 0.0
-    trainable = True
-    fit_mode = "fit"
     train_recipe = {"batch_size": 256, "epochs": 1}
 
     def row_features(self, row: dict[str, Any] | None, image: Any) -> list[float]:
@@ -53,9 +52,6 @@ class RowLogistic(Detector):
 
     def preprocess(self, image: Any, row: dict[str, Any] | None = None) -> torch.Tensor:
         return torch.tensor(self.row_features(row, image), dtype=torch.float32)
-
-    def train_preprocess(self, image: Any, row: dict[str, Any] | None, rng: Any) -> torch.Tensor:
-        return self.preprocess(image, row)
 
     def forward_scores(self, batch: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(batch.float() @ self.weight.to(batch.device) + self.bias.to(batch.device))

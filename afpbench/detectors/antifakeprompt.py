@@ -37,7 +37,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from afpbench.detectors.base import Variant, WeightsSource, check_state_dict, torch_load
+from afpbench.cards import Variant, WeightsSource
+from afpbench.detectors._weights import check_state_dict, torch_load
+from afpbench.detectors.base import Trainable
 from afpbench.detectors.instructblip import (
     CODE,
     FAMILY_CHOICES,
@@ -93,7 +95,7 @@ class PseudoWordEmbedding(nn.Module):
         return torch.where(mask.unsqueeze(-1), self.pseudo.to(emb.dtype), emb)
 
 
-class AntifakePrompt(InstructBlipYesNo):
+class AntifakePrompt(InstructBlipYesNo, Trainable):
     """Prompt-tuned InstructBLIP fake-image detector (4,864 trainable parameters)."""
 
     name = "antifakeprompt"
@@ -103,7 +105,6 @@ class AntifakePrompt(InstructBlipYesNo):
     license = LICENSE
     prompt = "Is this photo real [*]?"
     pseudo_word = "[*]"
-    trainable = True
     needs_weights = True
     option_values: ClassVar[dict[str, tuple[str, ...]]] = {"precision": PRECISIONS, "tokenization": TOKENIZATIONS}
     fp32_llm_embeddings = True  # the authors' LlamaModelTextualInversion builds its tables in fp32
@@ -125,16 +126,16 @@ class AntifakePrompt(InstructBlipYesNo):
 
     # -- weights -------------------------------------------------------------------------
     def read_weights(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-        own = self.read_own_weights()
-        if own is not None:
-            return own
-        p = self.weights_path
+        return self.read_trained_weights(self.read_lavis)
+
+    def read_lavis(self, p: Path) -> dict[str, Any]:
+        """The trained tensors of a checkpoint of the authors' LAVIS trainer (buffers still in)."""
         obj = torch_load(p)
         if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
             raise WeightsError(f"{p} is not a LAVIS checkpoint: expected a dict whose 'model' entry holds {LAVIS_QFORMER_KEY} and {LAVIS_LLM_KEY}; use a released AntifakePrompt .pth.")
         # The trainer's other entries (optimizer, config, scaler, epoch) are not needed to score.
         self._lavis_file = True
-        return dict(obj["model"]), {}
+        return dict(obj["model"])
 
     def before_prompt(self) -> None:
         for tok, what in ((self.q_tok, "Q-Former"), (self.llm_tok, "LLM")):

@@ -1,32 +1,34 @@
-"""The Detector contract, its card, and the helpers every detector shares.
+"""The detector contract: the ``Scorer`` protocol, the ``Detector`` base class, and the two
+ways a detector can be trained, ``Trainable`` and ``ClosedFormFit``.
 
-A detector is a class with a card (what it is, where its weights come from, how it sees
-an image) and two methods the harness calls: ``preprocess(PIL image, row) -> CHW tensor``
-(run on CPU, per image, possibly in worker threads) and ``score(batch) -> P(fake)``
-(batched, on the detector's device). Trainable detectors add the hooks ``afpbench.train``
-drives: ``trainable_parameters``, ``training_loss``, ``train_preprocess``, ``save``.
+* ``Scorer`` is all ``evaluate`` needs: ``preprocess(PIL image, row) -> CHW tensor`` (run
+  on CPU, per image, possibly in worker processes), ``collate``, ``score(batch) -> P(fake)``
+  and ``describe()``. A plugin may satisfy it without inheriting anything.
+* ``Detector`` is the base class of the bundled detectors (eval only): a card (what it
+  is, where its weights come from, how it sees an image), weights resolution, and the
+  scoring entry point around the subclass's ``forward_scores``.
+* ``Trainable`` (the gradient loop of ``afpbench train``: ``trainable_parameters``,
+  ``training_loss``, ``set_training``) and ``ClosedFormFit`` (``fit`` on the whole
+  training set, e.g. scikit-learn) are mixins; both save a folder ``load_detector(name,
+  weights=folder)`` loads. A detector that mixes in neither is not trainable, and has no
+  training method at all.
 
-Weights are loaded loudly: a file that is missing, truncated, or whose keys or shapes do
-not match the model raises ``WeightsError`` naming the file and the mismatch. Nothing is
-loaded with ``strict=False`` and no detector ever scores with random weights.
-
-This module imports no torch at import time, so ``DetectorCard`` can be used by the
-catalog and ``afpbench list`` cheaply.
+Weights I/O lives in ``_weights``, image transforms in ``_transforms``, transformers
+loading in ``_hf``; the card models in ``afpbench.cards``. This module imports no torch
+at import time.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import abc
 import math
-import os
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
-
+from afpbench.cards import DetectorCard, Preprocessing, Variant
+from afpbench.detectors._transforms import apply_preprocessing
+from afpbench.detectors._weights import resolve_weights, saved_training_data, weights_sha256, write_saved
 from afpbench.errors import AfpbenchError, WeightsError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,263 +36,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
     from afpbench.results import DetectorInfo
-
-# The on-disk format afpbench writes for trained detectors: a folder with this JSON and
-# one safetensors file. Bumped when the layout changes; readers refuse newer versions.
-SAVE_FORMAT_VERSION = 1
-SAVE_META = "detector.json"
-SAVE_WEIGHTS = "model.safetensors"
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-# -- the card ---------------------------------------------------------------------------
-class Preprocessing(BaseModel):
-    """How a detector turns a decoded RGB image into its input tensor (eval time)."""
-
-    resize: int | None = Field(None, description="Target of the shorter side in pixels (None: no resize).")
-    resize_policy: Literal["shorter", "upscale_only", "none"] = Field(
-        "shorter", description="'shorter': always resize the shorter side to `resize`; 'upscale_only': only images smaller than `crop` are resized up (keeps high-frequency traces); 'none'."
-    )
-    interpolation: Literal["bicubic", "bilinear", "nearest"] = Field("bicubic", description="PIL resampling filter of the resize.")
-    crop: int | None = Field(None, description="Side of the square center crop (None: no crop).")
-    mean: tuple[float, float, float] | None = Field(None, description="Per-channel mean subtracted after scaling to [0, 1].")
-    std: tuple[float, float, float] | None = Field(None, description="Per-channel std divided after the mean.")
-    colour: Literal["rgb", "grey"] = Field("rgb", description="Channels fed to the model.")
-    note: str = Field("", description="Anything else (afpbench choices, departures from the paper).")
-
-
-class WeightsSource(BaseModel):
-    """One released weights file: what it is called, where it comes from, how to check it."""
-
-    filename: str = Field(description="File name the cache lookup searches for.")
-    source: str = Field(description="Where to download it (URL or repository path).")
-    sha256: str | None = Field(None, description="Expected sha256 when known; afpbench always records the sha256 of the file it loaded.")
-    license: str = Field("", description="License of the weights.")
-    note: str = Field("", description="Anything else about the file.")
-
-
-class DetectorCard(BaseModel):
-    """Everything a results file needs to say about a detector."""
-
-    name: str = Field(description="Registry name, e.g. 'antifakeprompt'.")
-    tag: str | None = Field(None, description="Variant tag (the part after the dot), None for the default.")
-    variants: list[str] = Field(default_factory=list, description="Every selectable 'name.tag'.")
-    description: str = Field("", description="What the detector is, in one sentence.")
-    paper: str = Field("", description="Citation of the method.")
-    code: str = Field("", description="Upstream code the method comes from.")
-    license: str = Field("", description="License of the method's code/weights.")
-    weights: WeightsSource | None = Field(None, description="Released weights this variant loads (None: no file needed or trained by afpbench).")
-    training_data: str = Field("", description="What the weights were trained on.")
-    base: str | None = Field(None, description="Backbone this detector was built on (folder or hub id), when any.")
-    preprocessing: Preprocessing = Field(default_factory=Preprocessing, description="How an image becomes the detector's input.")
-    threshold: float = Field(0.5, description="pred = score > threshold (a tie is real).")
-    threshold_policy: str = Field("fixed", description="How the threshold was chosen.")
-    trainable: bool = Field(False, description="Whether `afpbench train` can train it.")
-    noncommercial: bool = Field(False, description="True when the licence of the weights or code does not allow commercial use (non-profit, research-only, NC, or no licence granted); leaderboards flag such rows.")
-    choices: list[str] = Field(default_factory=list, description="Decisions afpbench made that the paper does not document.")
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One ``name.tag``: the weights it loads and what they were trained on."""
-
-    weights: WeightsSource | None = None
-    training_data: str = ""
-    note: str = ""
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-# -- weights files ------------------------------------------------------------------------
-def weights_dirs() -> list[Path]:
-    """Folders searched for released weights: $AFPBENCH_WEIGHTS (os.pathsep-separated), then ~/.cache/afpbench/weights."""
-    out = [Path(p).expanduser() for p in os.environ.get("AFPBENCH_WEIGHTS", "").split(os.pathsep) if p]
-    out.append(Path("~/.cache/afpbench/weights").expanduser())
-    return out
-
-
-def sha256_path(path: Path) -> str:
-    """sha256 of a file, or of a saved detector folder's weights file."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / SAVE_WEIGHTS
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fmt_keys(keys: Iterable[str], limit: int = 3) -> str:
-    keys = list(keys)
-    shown = ", ".join(keys[:limit])
-    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def check_state_dict(expected: dict[str, tuple[int, ...]], got: dict[str, Any], file: Path | str, what: str) -> None:
-    """Refuse a state dict whose keys or shapes differ from ``expected`` (name -> shape)."""
-    missing = [k for k in expected if k not in got]
-    unexpected = [k for k in got if k not in expected]
-    shapes = [f"{k} {tuple(got[k].shape)} != {tuple(expected[k])}" for k in expected if k in got and tuple(got[k].shape) != tuple(expected[k])]
-    problems = []
-    if missing:
-        problems.append(f"missing {_fmt_keys(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {_fmt_keys(unexpected)}")
-    if shapes:
-        problems.append(f"shape mismatch {_fmt_keys(shapes)}")
-    if problems:
-        raise WeightsError(f"{file} does not match {what}: {'; '.join(problems)}. Use the weights file made for this detector and base.")
-
-
-def torch_load(path: Path) -> Any:
-    """``torch.load`` restricted to tensors and plain containers; bad files -> WeightsError."""
-    import pickle
-
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (EOFError, RuntimeError, pickle.UnpicklingError, ValueError, OSError, AttributeError) as exc:
-        reason = " ".join(str(exc).split())[:160]
-        raise WeightsError(f"{path} cannot be read as a PyTorch checkpoint ({reason}); it is truncated or not the expected file: download it again.") from exc
-
-
-def load_safetensors(path: Path) -> dict[str, Any]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path} cannot be read as safetensors ({' '.join(str(exc).split())[:160]}); it is truncated or corrupt: save or download it again.") from exc
-
-
-def read_saved(folder: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Read an afpbench detector folder -> (meta, tensors), checking it belongs to ``name``."""
-    meta_path = folder / SAVE_META
-    if not meta_path.exists() or not (folder / SAVE_WEIGHTS).exists():
-        raise WeightsError(f"{folder} is not a saved afpbench detector (needs {SAVE_META} and {SAVE_WEIGHTS}); pass the folder written by 'afpbench train' or a released weights file.")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise WeightsError(f"{meta_path} is not valid JSON ({exc}); save the detector again.") from exc
-    if meta.get("format_version", 0) > SAVE_FORMAT_VERSION:
-        raise WeightsError(f"{folder} was saved by a newer afpbench (format {meta.get('format_version')}); upgrade afpbench.")
-    if meta.get("detector") != name:
-        raise WeightsError(f"{folder} holds weights of detector '{meta.get('detector')}', not '{name}'; pass --detector {meta.get('detector')} or the right folder.")
-    return meta, load_safetensors(folder / SAVE_WEIGHTS)
-
-
-def write_saved(folder: Path, meta: dict[str, Any], tensors: dict[str, Any]) -> Path:
-    """Write an afpbench detector folder (weights first, JSON last, so a crash leaves no valid-looking folder)."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (SAVE_WEIGHTS + ".tmp")
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, folder / SAVE_WEIGHTS)
-    full = {"format_version": SAVE_FORMAT_VERSION, **meta}
-    tmpj = folder / (SAVE_META + ".tmp")
-    tmpj.write_text(json.dumps(full, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmpj, folder / SAVE_META)
-    return folder
-
-
-# -- image transforms (PIL + numpy; torchvision is not available) ---------------------------
-_RESAMPLE = {"bicubic": 3, "bilinear": 2, "nearest": 0}  # PIL.Image.Resampling values
-
-
-def resize_shorter(image: "Image.Image", size: int, interpolation: str = "bicubic") -> "Image.Image":
-    """Resize so the shorter side is ``size`` (torchvision's Resize(int) rule for the long side)."""
-    w, h = image.size
-    if min(w, h) == size:
-        return image
-    if w <= h:
-        nw, nh = size, int(size * h / w)
-    else:
-        nw, nh = int(size * w / h), size
-    return image.resize((nw, nh), _RESAMPLE[interpolation])
-
-
-def center_crop(image: "Image.Image", size: int) -> "Image.Image":
-    """Square center crop (torchvision's rounding); pads nothing, so callers resize first."""
-    w, h = image.size
-    left = int(round((w - size) / 2.0))
-    top = int(round((h - size) / 2.0))
-    return image.crop((left, top, left + size, top + size))
-
-
-def random_crop(image: "Image.Image", size: int, rng: random.Random) -> "Image.Image":
-    w, h = image.size
-    left = rng.randint(0, w - size)
-    top = rng.randint(0, h - size)
-    return image.crop((left, top, left + size, top + size))
-
-
-def to_tensor(image: "Image.Image", mean: tuple[float, ...] | None, std: tuple[float, ...] | None, grey: bool = False) -> "torch.Tensor":
-    """PIL -> float32 CHW in [0, 1], then normalised."""
-    import numpy as np
-    import torch
-
-    if grey:
-        image = image.convert("L")
-    arr = np.asarray(image, dtype=np.float32) / 255.0
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    x = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-    if mean is not None and std is not None:
-        x = (x - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
-    return x
-
-
-def apply_preprocessing(image: "Image.Image", p: Preprocessing, *, rng: random.Random | None = None, flip: bool = False) -> "torch.Tensor":
-    """Eval transform of a card; with ``rng``, the train-time variant (random crop, optional flip)."""
-    from PIL import Image as _Image
-
-    if image.mode != "RGB":  # the single-image path of the original code forgot this
-        image = image.convert("RGB")
-    if p.resize and p.resize_policy == "shorter":
-        image = resize_shorter(image, p.resize, p.interpolation)
-    elif p.crop and p.resize_policy == "upscale_only" and min(image.size) < p.crop:
-        image = resize_shorter(image, p.crop, p.interpolation)
-    if p.crop:
-        if min(image.size) < p.crop:  # resize_policy 'none' with a small image
-            image = resize_shorter(image, p.crop, p.interpolation)
-        image = random_crop(image, p.crop, rng) if rng is not None else center_crop(image, p.crop)
-    if rng is not None and flip and rng.random() < 0.5:
-        image = image.transpose(_Image.Transpose.FLIP_LEFT_RIGHT)
-    return to_tensor(image, p.mean, p.std, grey=p.colour == "grey")
-
-
-def resolve_dtype(device: str, dtype: str | None, cuda_default: str = "float16") -> "torch.dtype":
-    """The compute dtype: fp16/bf16 on GPU, fp32 (or bf16 when asked) on CPU."""
-    import torch
-
-    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    is_cuda = str(device).startswith("cuda")
-    if dtype is None:
-        return names[cuda_default] if is_cuda else torch.float32
-    if dtype not in names:
-        raise AfpbenchError(f"Unknown dtype '{dtype}'; use one of float32, float16, bfloat16.")
-    out = names[dtype]
-    # The meta device holds no values (afpbench plan, the real-size tests): any dtype builds there.
-    if out is torch.float16 and not is_cuda and str(device) != "meta":
-        raise AfpbenchError("float16 is not supported on CPU; use --dtype bfloat16 or float32 (or a CUDA --device).")
-    return out
-
-
-def check_device(device: str) -> str:
-    import torch
-
-    device = str(device)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise AfpbenchError(f"Device '{device}' was asked for but no CUDA GPU is visible; use --device cpu.")
-    return device
 
 
 # -- the contract the evaluation pipeline types against ---------------------------------------
@@ -320,15 +65,25 @@ class Scorer(Protocol):
     def describe(self) -> "DetectorInfo": ...
 
 
+def _compute_dtype(device: str, dtype: str | None, cuda_default: str) -> "torch.dtype":
+    from afpbench._util.devices import canonical_dtype, resolve_dtype, torch_dtype
+
+    if device == "meta":
+        # The meta device holds no values (afpbench plan, the real-size tests): any dtype builds there.
+        return torch_dtype(canonical_dtype(dtype) or "float32")
+    return resolve_dtype(device, dtype, cuda_default)
+
+
 # -- the Detector base class ----------------------------------------------------------------
-class Detector:
-    """Base class of every detector; subclasses fill the class attributes and the hooks.
+class Detector(abc.ABC):
+    """Base class of the bundled detectors; subclasses fill the class attributes and the hooks.
 
     Construction: ``Cls(tag, weights=..., device=..., dtype=..., base=..., image_size=...,
     options=...)``; ``options`` are the detector's own named settings (``option_values``).
     ``train_init=True`` builds a trainable detector from its base without weights (what
     ``afpbench train`` starts from); everything else refuses to run without weights when
-    the detector needs them.
+    the detector needs them. ``device`` is ``cpu``, ``cuda[:N]``, ``mps``, ``auto`` or
+    ``meta`` (the architecture without values: plan estimates and real-size tests).
     """
 
     name: ClassVar[str] = ""
@@ -337,35 +92,16 @@ class Detector:
     code: ClassVar[str] = ""
     license: ClassVar[str] = ""
     variants: ClassVar[dict[str | None, Variant]] = {None: Variant()}
-    trainable: ClassVar[bool] = False
-    # The licence forbids commercial use (see DetectorCard.noncommercial).
+    # The licence forbids commercial use (see DetectorCard.noncommercial); a variant may override it.
     noncommercial: ClassVar[bool] = False
     # Whether scoring needs a weights file (released or trained); train_init waives it.
     needs_weights: ClassVar[bool] = False
-    # "sgd": afpbench.train runs the gradient loop; "fit": the detector's own fit() (closed form).
-    fit_mode: ClassVar[Literal["sgd", "fit"]] = "sgd"
-    # Overrides of afpbench.train.TrainConfig defaults (the paper's recipe for AntifakePrompt).
-    train_recipe: ClassVar[dict[str, Any]] = {}
     choices: ClassVar[list[str]] = []
     default_threshold_policy: ClassVar[str] = "fixed 0.5 on P(fake)"
     cuda_dtype: ClassVar[str] = "float32"
     # Named options beyond the common arguments (``options={"KEY": "VALUE"}``, the CLI's
     # ``--detector-option KEY=VALUE``): option name -> the values it accepts.
     option_values: ClassVar[dict[str, tuple[str, ...]]] = {}
-
-    def read_own_weights(self) -> tuple[dict[str, Any] | None, dict[str, Any]] | None:
-        """Weights in afpbench's own formats: ``(None, {})`` without weights, ``(tensors,
-        meta)`` for a folder saved by ``afpbench train`` or a bare .safetensors file, and
-        ``None`` for any other file (a released format the subclass reads itself)."""
-        p = self.weights_path
-        if p is None:
-            return None, {}
-        if p.is_dir():
-            meta, tensors = read_saved(p, self.name)
-            return tensors, meta
-        if p.suffix == ".safetensors":
-            return load_safetensors(p), {}
-        return None
 
     def __init__(
         self,
@@ -384,18 +120,23 @@ class Detector:
             from afpbench.registry import did_you_mean
 
             raise did_you_mean(f"{self.name}.{tag}", known, "detector variant")
+        from afpbench._util.devices import resolve_device
+
         self.tag = tag
         self.variant = self.variants[tag]
         self.options = self.check_options(options or {})
-        self.device = check_device(device)
+        self.device = "meta" if str(device) == "meta" else resolve_device(device)
         self.requested_dtype = dtype  # None: the detector's default (a detector may pick a mixed-precision mode then)
-        self.dtype = resolve_dtype(self.device, dtype, self.cuda_dtype)
+        self.dtype = _compute_dtype(self.device, dtype, self.cuda_dtype)
         self.base = base
         self.image_size = image_size
         self.train_init = train_init
-        self.weights_path: Path | None = self._resolve_weights(weights)
-        self.weights_sha256: str | None = sha256_path(self.weights_path) if self.weights_path is not None else None
-        expected = self.variant.weights.sha256 if (self.variant.weights and weights is None) else None
+        release = self.variant.weights
+        self.weights_path: Path | None = resolve_weights(
+            weights, name=self.name, full_name=self.full_name, release=release, required=self.needs_weights and not train_init
+        )
+        self.weights_sha256: str | None = weights_sha256(self.weights_path) if self.weights_path is not None else None
+        expected = release.sha256 if (release and weights is None) else None
         if expected and self.weights_sha256 != expected:
             raise WeightsError(f"{self.weights_path} has sha256 {self.weights_sha256[:12]}..., the release's is {expected[:12]}...; download it again.")
         self.threshold = 0.5
@@ -426,10 +167,6 @@ class Detector:
         """Decoded RGB image (and optionally its dataset row) -> CHW float tensor."""
         return apply_preprocessing(image, self.preprocessing())
 
-    def train_preprocess(self, image: "Image.Image", row: dict[str, Any] | None, rng: random.Random) -> "torch.Tensor":
-        """Train-time transform: random crop and horizontal flip unless overridden."""
-        return apply_preprocessing(image, self.preprocessing(), rng=rng, flip=True)
-
     def collate(self, items: list[Any]) -> Any:
         import torch
 
@@ -441,15 +178,17 @@ class Detector:
             return torch.utils.data.default_collate(items)
         return torch.stack(items)
 
-    def forward_scores(self, batch: "torch.Tensor") -> "torch.Tensor":
-        """P(fake) for a batch already on the device (subclasses)."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward_scores(self, batch: Any) -> "torch.Tensor":
+        """P(fake) for a batch already on the device."""
 
-    def bare_forward(self, batch: "torch.Tensor") -> Any:
-        """The underlying model's forward on a device batch (for benchmarks); defaults to forward_scores."""
+    def bare_forward(self, batch: Any) -> Any:
+        """The underlying model's own forward on a device batch, without afpbench's score
+        head (sigmoid/softmax, clamping, the CPU copy). Used by ``benchmarks/bench_detectors.py``
+        to measure afpbench's overhead (score vs bare forward); defaults to ``forward_scores``."""
         return self.forward_scores(batch)
 
-    def to_device(self, batch: "torch.Tensor") -> "torch.Tensor":
+    def to_device(self, batch: Any) -> Any:
         return batch.to(self.device, non_blocking=True)
 
     # -- the scoring entry point ---------------------------------------------------------
@@ -471,6 +210,12 @@ class Detector:
         return [f"{cls.name}.{t}" if t else cls.name for t in cls.variants]
 
     @property
+    def is_noncommercial(self) -> bool:
+        """The licence flag of this variant (the variant's own, else the detector's)."""
+        own = self.variant.noncommercial
+        return self.noncommercial if own is None else own
+
+    @property
     def card(self) -> DetectorCard:
         v = self.variant
         return DetectorCard(
@@ -487,17 +232,14 @@ class Detector:
             preprocessing=self.preprocessing(),
             threshold=self.threshold,
             threshold_policy=self.threshold_policy,
-            trainable=self.trainable,
-            noncommercial=self.noncommercial,
+            trainable=training_kind(type(self)) is not None,
+            noncommercial=self.is_noncommercial,
             choices=list(self.choices),
         )
 
     def training_data(self) -> str:
         if self.weights_path is not None and self.weights_path.is_dir():
-            try:
-                return json.loads((self.weights_path / SAVE_META).read_text()).get("training_data", "")
-            except (OSError, json.JSONDecodeError):
-                return ""
+            return saved_training_data(self.weights_path)
         return self.variant.training_data
 
     def base_description(self) -> str | None:
@@ -505,15 +247,13 @@ class Detector:
 
     def arguments(self) -> dict[str, Any]:
         """What a results file records to rerun this detector."""
-        import torch
-
         return {
             "detector": self.full_name,
             "weights": str(self.weights_path) if self.weights_path else None,
             "weights_sha256": self.weights_sha256,
             "base": self.base_description(),
             "device": self.device,
-            "dtype": str(self.dtype).replace("torch.", "") if isinstance(self.dtype, torch.dtype) else str(self.dtype),
+            "dtype": str(self.dtype).replace("torch.", ""),
             "image_size": self.image_size,
             "threshold": self.threshold,
             "threshold_policy": self.threshold_policy,
@@ -521,13 +261,13 @@ class Detector:
 
     def describe(self) -> "DetectorInfo":
         """What a results file records about this detector (the Scorer contract)."""
-        import json as _json
+        import json
 
         from afpbench.results import DetectorInfo
 
         return DetectorInfo(
             name=self.name, tag=self.tag, full_name=self.full_name,
-            arguments=_json.loads(_json.dumps(self.arguments(), default=str)),
+            arguments=json.loads(json.dumps(self.arguments(), default=str)),
             weights=str(self.weights_path) if self.weights_path else None, weights_sha256=self.weights_sha256,
             card=self.card.model_dump(mode="json"),
         )
@@ -535,73 +275,88 @@ class Detector:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.full_name} device={self.device} dtype={self.dtype}>"
 
-    # -- weights -------------------------------------------------------------------------
-    def _resolve_weights(self, weights: str | Path | None) -> Path | None:
-        if weights is not None:
-            p = Path(weights).expanduser()
-            if not p.exists():
-                raise WeightsError(f"Weights {p} for {self.full_name} do not exist; check the --weights path.")
-            if p.is_dir() and not (p / SAVE_WEIGHTS).exists():
-                raise WeightsError(f"Weights folder {p} has no {SAVE_WEIGHTS}; pass the weights file itself, or a folder written by 'afpbench train' (or downloaded from the Hub).")
-            return p
-        src = self.variant.weights
-        if src is not None:
-            for d in weights_dirs():
-                if (d / src.filename).exists():
-                    return d / src.filename
-        if self.needs_weights and not self.train_init:
-            if src is not None:
-                raise WeightsError(
-                    f"{self.full_name} needs {src.filename}: download it from {src.source} and pass --weights PATH "
-                    f"or put it in {weights_dirs()[0]} (or a folder named by $AFPBENCH_WEIGHTS)."
-                )
-            raise WeightsError(f"{self.full_name} has no released weights: train it with 'afpbench train --detector {self.name}' and pass --weights OUT/best.")
-        return None
+
+# -- training ----------------------------------------------------------------------------------
+class _Learned(abc.ABC):
+    """What both kinds of trained detectors share: a recipe, a state, and a saved folder.
+
+    Mixed into a ``Detector`` subclass (``class X(Detector, Trainable)``), so ``self`` has
+    the detector's card, preprocessing and device.
+    """
+
+    # Overrides of afpbench.train.TrainConfig defaults (the paper's recipe for AntifakePrompt).
+    train_recipe: ClassVar[dict[str, Any]] = {}
+
+    @abc.abstractmethod
+    def trainable_state(self) -> dict[str, "torch.Tensor"]:
+        """The tensors a checkpoint needs to restore training (and scoring) exactly."""
+
+    @abc.abstractmethod
+    def load_trainable_state(self, state: dict[str, "torch.Tensor"], source: Path | str) -> None:
+        """Put ``state`` (checked against the model's keys and shapes) into the model."""
 
     def saved_meta(self) -> dict[str, Any]:
         """Common fields of ``detector.json``; subclasses add theirs."""
+        det: Any = self
         return {
-            "detector": self.name,
-            "tag": self.tag,
-            "base": self.base_description(),
-            "image_size": self.image_size,
-            "training_data": getattr(self, "trained_on", "") or self.training_data(),
-            "card": self.card.model_dump(mode="json"),
+            "detector": det.name,
+            "tag": det.tag,
+            "base": det.base_description(),
+            "image_size": det.image_size,
+            "training_data": det.training_data(),
+            "card": det.card.model_dump(mode="json"),
         }
 
-    # -- training hooks (trainable detectors) --------------------------------------------
+    def save(self, out_dir: str | Path, *, training_data: str | None = None) -> Path:
+        """Write a folder that ``load_detector(name, weights=folder)`` loads; ``training_data``
+        (what it was just trained on) replaces the card's record of it."""
+        meta = self.saved_meta()
+        if training_data:
+            meta["training_data"] = training_data
+        return write_saved(Path(out_dir), meta, self.trainable_state())
+
+
+class Trainable(_Learned):
+    """A detector ``afpbench train`` trains with its gradient loop (AdamW, schedule, resume)."""
+
+    @abc.abstractmethod
     def trainable_parameters(self) -> list["torch.nn.Parameter"]:
-        raise AfpbenchError(f"{self.name} is not trainable; pick a trainable detector ({', '.join(trainable_names())}).")
+        """The parameters the optimizer updates (made to require grad)."""
 
-    def training_loss(self, batch: "torch.Tensor", labels: "torch.Tensor") -> "torch.Tensor":
+    @abc.abstractmethod
+    def training_loss(self, batch: Any, labels: "torch.Tensor") -> "torch.Tensor":
         """Mean loss of a device batch with 0/1 labels (gradients flow to trainable_parameters)."""
-        raise AfpbenchError(f"{self.name} is not trainable with the gradient loop.")
 
+    @abc.abstractmethod
     def set_training(self, training: bool) -> None:
         """Put the modules in train/eval mode (frozen parts may stay in eval)."""
 
-    def trainable_state(self) -> dict[str, "torch.Tensor"]:
-        """The tensors a checkpoint needs to restore training (and scoring) exactly."""
-        raise AfpbenchError(f"{self.name} is not trainable.")
+    def train_preprocess(self, image: "Image.Image", row: dict[str, Any] | None, rng: random.Random) -> "torch.Tensor":
+        """Train-time transform: the eval transform with a random crop and a horizontal flip."""
+        det: Any = self
+        return apply_preprocessing(image, det.preprocessing(), rng=rng, flip=True)
 
-    def load_trainable_state(self, state: dict[str, "torch.Tensor"], source: Path | str) -> None:
-        raise AfpbenchError(f"{self.name} is not trainable.")
 
-    def save(self, out_dir: str | Path) -> Path:
-        """Write a folder that ``load_detector(name, weights=folder)`` loads."""
-        if not self.trainable:
-            raise AfpbenchError(f"{self.name} has nothing to save; it is not trainable.")
-        return write_saved(Path(out_dir), self.saved_meta(), self.trainable_state())
+class ClosedFormFit(_Learned):
+    """A detector fitted in closed form on the whole training set (scikit-learn, ...)."""
 
+    @abc.abstractmethod
     def fit(self, train_batches: Iterable[tuple[Any, Any]], val_batches: Iterable[tuple[Any, Any]]) -> tuple[float, float]:
-        """Closed-form fit for ``fit_mode == 'fit'`` detectors -> (train loss, val loss)."""
-        raise AfpbenchError(f"{self.name} is trained with the gradient loop, not fit().")
+        """Fit on ``(batch, labels)`` pairs -> (train loss, val loss; NaN without validation data)."""
+
+    def train_preprocess(self, image: "Image.Image", row: dict[str, Any] | None, rng: random.Random) -> Any:
+        """A fit sees each image once: the eval transform, no augmentation."""
+        det: Any = self
+        return det.preprocess(image, row)
 
 
-def trainable_names() -> list[str]:
-    from afpbench.detectors import TRAINABLE
-
-    return sorted(TRAINABLE)
+def training_kind(cls: type) -> Literal["gradient", "closed-form"] | None:
+    """How ``afpbench train`` trains a detector class: its gradient loop, a closed-form fit, or not at all."""
+    if issubclass(cls, Trainable):
+        return "gradient"
+    if issubclass(cls, ClosedFormFit):
+        return "closed-form"
+    return None
 
 
 def bce_from_probs(p: Any, y: Any) -> float:
@@ -615,21 +370,4 @@ def bce_from_probs(p: Any, y: Any) -> float:
     return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
 
 
-def blur_jpeg(image: "Image.Image", rng: random.Random, prob: float) -> "Image.Image":
-    """CNNSpot's training augmentation: with probability ``prob`` each, Gaussian blur
-    (sigma ~ U[0, 3]) and JPEG re-compression (quality ~ U{30..100}), in that order."""
-    import io
-
-    from PIL import Image as _Image
-    from PIL import ImageFilter
-
-    if prob > 0 and rng.random() < prob:
-        image = image.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.0, 3.0)))
-    if prob > 0 and rng.random() < prob:
-        buf = io.BytesIO()
-        image.save(buf, format="JPEG", quality=rng.randint(30, 100))
-        buf.seek(0)
-        image = _Image.open(buf)
-        image.load()
-        image = image.convert("RGB")
-    return image
+__all__ = ["Scorer", "Detector", "Trainable", "ClosedFormFit", "training_kind", "bce_from_probs"]

@@ -33,15 +33,10 @@ from typing import Any
 
 import torch
 
-from afpbench.detectors.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Detector,
-    Preprocessing,
-    Variant,
-    WeightsSource,
-)
-from afpbench.detectors.npr import load_module, read_state
+from afpbench.cards import Preprocessing, Variant, WeightsSource
+from afpbench.detectors._transforms import IMAGENET_MEAN, IMAGENET_STD
+from afpbench.detectors._weights import load_module, read_state_dict
+from afpbench.detectors.base import Detector
 from afpbench.errors import AfpbenchError, WeightsError
 
 _REPO = "https://github.com/grip-unina/B-Free"
@@ -115,7 +110,7 @@ class BFree(Detector):
         arch = ARCHS[self.arch_name]
         if self.weights_path is None:
             raise WeightsError(f"{self.full_name} is not trainable here; pass --weights with BFREE_dino2reg4/model_epoch_best.pth.")
-        state = read_state(self.weights_path, "a B-Free checkpoint")
+        state = read_state_dict(self.weights_path, "a B-Free checkpoint")
         build = lambda: timm.create_model(arch["timm"], pretrained=False, num_classes=1, **arch["kwargs"])
         self.model = load_module(build, state, self.weights_path, f"B-Free's ViT ('{self.arch_name}', 4 registers, 1 output)")
         self.model.requires_grad_(False)

@@ -26,17 +26,10 @@ from typing import Any
 
 import torch
 
-from afpbench.detectors.base import (
-    CLIP_MEAN,
-    CLIP_STD,
-    Detector,
-    Preprocessing,
-    Variant,
-    WeightsSource,
-    check_state_dict,
-    load_safetensors,
-    torch_load,
-)
+from afpbench.cards import Preprocessing, Variant, WeightsSource
+from afpbench.detectors._transforms import CLIP_MEAN, CLIP_STD
+from afpbench.detectors._weights import check_state_dict, load_safetensors, torch_load
+from afpbench.detectors.base import Detector
 from afpbench.errors import WeightsError
 
 # openai/clip-vit-large-patch14's vision tower.

@@ -21,21 +21,11 @@ from typing import Any
 
 import torch
 
-from afpbench.detectors.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Detector,
-    Preprocessing,
-    Variant,
-    WeightsSource,
-    apply_preprocessing,
-    blur_jpeg,
-    check_state_dict,
-    load_safetensors,
-    read_saved,
-    resize_shorter,
-    torch_load,
-)
+from afpbench.cards import Preprocessing, Variant, WeightsSource
+from afpbench.detectors._hf import quiet_transformers
+from afpbench.detectors._transforms import IMAGENET_MEAN, IMAGENET_STD, apply_preprocessing, blur_jpeg, resize_shorter
+from afpbench.detectors._weights import check_state_dict, load_safetensors, read_saved, torch_load
+from afpbench.detectors.base import Detector, Trainable
 from afpbench.errors import WeightsError
 
 _SOURCE = "https://github.com/PeterWang512/CNNDetection (weights/download_weights.sh)"
@@ -73,7 +63,7 @@ def torchvision_to_hf(key: str) -> str | None:
     return None
 
 
-class CNNSpot(Detector):
+class CNNSpot(Detector, Trainable):
     """ResNet-50 real/fake classifier (Wang et al., CVPR 2020)."""
 
     name = "cnnspot"
@@ -81,7 +71,6 @@ class CNNSpot(Detector):
     paper = "Wang, Wang, Zhang, Owens, Efros. CNN-generated images are surprisingly easy to spot... for now. CVPR 2020."
     code = "https://github.com/PeterWang512/CNNDetection"
     license = "CC BY-NC-SA 4.0 (CNNDetection code and weights)"
-    trainable = True
     needs_weights = True
     cuda_dtype = "float32"
     variants = {
@@ -153,9 +142,7 @@ class CNNSpot(Detector):
     def _from_base(self, config: Any) -> Any:
         from transformers import ResNetForImageClassification
 
-        from afpbench.detectors.instructblip import _quiet_transformers
-
-        _quiet_transformers()
+        quiet_transformers()
         try:
             model, info = ResNetForImageClassification.from_pretrained(self.base, config=config, ignore_mismatched_sizes=True, output_loading_info=True)
         except (OSError, ValueError) as exc:

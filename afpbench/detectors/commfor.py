@@ -32,17 +32,10 @@ from typing import Any
 
 import torch
 
-from afpbench.detectors.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Detector,
-    Preprocessing,
-    Variant,
-    WeightsSource,
-    load_safetensors,
-    torch_load,
-)
-from afpbench.detectors.npr import load_module
+from afpbench.cards import Preprocessing, Variant, WeightsSource
+from afpbench.detectors._transforms import IMAGENET_MEAN, IMAGENET_STD
+from afpbench.detectors._weights import load_module, load_safetensors, torch_load
+from afpbench.detectors.base import Detector
 from afpbench.errors import AfpbenchError, WeightsError
 
 _REPO = "https://github.com/JeongsooP/Community-Forensics"

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from afpbench.detectors.base import Detector, Preprocessing, Variant
+from afpbench.cards import Preprocessing, Variant
+from afpbench.detectors.base import Detector
 
 
 class Constant(Detector):

@@ -31,17 +31,11 @@ from typing import Any
 
 import torch
 
-from afpbench.detectors.base import (
-    CLIP_MEAN,
-    CLIP_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Detector,
-    Preprocessing,
-    Variant,
-    WeightsSource,
-    check_state_dict,
-)
+from afpbench.cards import Preprocessing, Variant, WeightsSource
+from afpbench.detectors._hf import from_pretrained_strict, quiet_transformers
+from afpbench.detectors._transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+from afpbench.detectors._weights import check_state_dict
+from afpbench.detectors.base import Detector
 from afpbench.errors import WeightsError
 
 DEFAULT_BASE = "openai/clip-vit-large-patch14"
@@ -149,19 +143,14 @@ class CoSpy(Detector):
     def setup(self) -> None:
         from transformers import CLIPVisionModelWithProjection
 
-        from afpbench.detectors.instructblip import (
-            _from_pretrained,
-            _quiet_transformers,
-        )
-
-        _quiet_transformers()
+        quiet_transformers()
         self._transform: Any = None
         p = self.weights_path
         if p is None or p.is_dir():
             raise WeightsError(f"cospy loads the release progan.zip, not {p}.")
         parts = read_release(p)
         self.base = self.base or DEFAULT_BASE
-        self.clip = _from_pretrained(CLIPVisionModelWithProjection, self.base, "CLIP vision model", dtype=self.dtype)
+        self.clip = from_pretrained_strict(CLIPVisionModelWithProjection, self.base, "CLIP vision model", dtype=self.dtype)
         self.clip.requires_grad_(False)
         self.clip.eval().to(self.device)
         dim = self.clip.config.projection_dim

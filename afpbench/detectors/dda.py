@@ -29,17 +29,10 @@ from typing import Any
 
 import torch
 
-from afpbench.detectors.base import (
-    CLIP_MEAN,
-    CLIP_STD,
-    Detector,
-    Preprocessing,
-    Variant,
-    WeightsSource,
-    check_state_dict,
-    load_safetensors,
-    torch_load,
-)
+from afpbench.cards import Preprocessing, Variant, WeightsSource
+from afpbench.detectors._transforms import CLIP_MEAN, CLIP_STD
+from afpbench.detectors._weights import check_state_dict, load_safetensors, torch_load
+from afpbench.detectors.base import Detector
 from afpbench.errors import AfpbenchError, WeightsError
 
 # facebook/dinov2-large's architecture (torch.hub dinov2_vitl14: img_size 518, patch 14,

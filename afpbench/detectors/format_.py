@@ -21,7 +21,7 @@ import math
 from typing import Any
 
 from afpbench.detectors._rowfit import RowLogistic, row_value
-from afpbench.detectors.base import Preprocessing, Variant
+from afpbench.cards import Preprocessing, Variant
 from afpbench.errors import AfpbenchError
 
 FEATURES = ("jpeg", "png", "webp", "other", "log_pixels", "bits_per_pixel", "square", "multiple_of_64")

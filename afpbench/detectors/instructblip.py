@@ -61,12 +61,11 @@ import contextlib
 import gc
 from typing import Any, ClassVar
 
-from afpbench.detectors.base import (
-    Detector,
-    Preprocessing,
-    Variant,
-    apply_preprocessing,
-)
+from afpbench.cards import Preprocessing, Variant
+from afpbench.detectors._hf import from_config_on_meta, from_pretrained_strict, load_tokenizer, quiet_transformers
+from afpbench.detectors._transforms import apply_preprocessing
+from afpbench.detectors._weights import is_own_format, read_own
+from afpbench.detectors.base import Detector
 from afpbench.errors import AfpbenchError, WeightsError
 
 PRESET_BASES = {
@@ -101,13 +100,6 @@ CODE = "https://github.com/nctu-eva-lab/AntifakePrompt (a modified Salesforce LA
 LICENSE = "code BSD-3-Clause (LAVIS); Vicuna/LLaMA weights: non-commercial LLaMA license"
 
 
-def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
 def resolve_base(base: str | None) -> tuple[str, str | None]:
     """``base`` -> (InstructBLIP source, separate LLM source or None)."""
     spec = PRESET_BASES.get(base or DEFAULT_BASE, base or DEFAULT_BASE)
@@ -115,77 +107,6 @@ def resolve_base(base: str | None) -> tuple[str, str | None]:
     if not blip:
         raise AfpbenchError(f"Base '{base}' names no InstructBLIP model; write FOLDER, HUB_ID or BLIP+LLM, or one of {', '.join(PRESET_BASES)}.")
     return blip, (llm or None)
-
-
-def _from_pretrained(cls: Any, src: str, what: str, **kw: Any) -> Any:
-    """``cls.from_pretrained`` that refuses missing or mismatched weights loudly."""
-    try:
-        out = cls.from_pretrained(src, output_loading_info=True, **kw)
-    except (OSError, ValueError, EnvironmentError) as exc:
-        reason = " ".join(str(exc).split())[:200]
-        raise WeightsError(
-            f"Cannot load the {what} from '{src}' ({reason}); pass --base with a local folder holding it "
-            "(the hub is not reachable offline; see docs/detectors.md)."
-        ) from exc
-    model, info = out
-    bad = list(info.get("missing_keys") or []) + [str(k[0]) if isinstance(k, tuple) else str(k) for k in (info.get("mismatched_keys") or [])]
-    if bad:
-        raise WeightsError(f"The {what} in '{src}' lacks or mismatches {len(bad)} weights (e.g. {bad[0]}); it would run with random weights: use a complete checkpoint.")
-    return model
-
-
-def _from_config(cls: Any, src: str, what: str, *, dtype: Any) -> Any:
-    """The architecture of ``src`` from its config alone: parameters on the meta device, no
-    weights read (``device="meta"``: afpbench plan and the real-size tests)."""
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(src)
-    except (OSError, ValueError) as exc:
-        raise WeightsError(f"Cannot read the {what} config from '{src}' ({' '.join(str(exc).split())[:160]}); pass --base with a folder that holds config.json.") from exc
-    with init_empty_weights():  # buffers (rotary frequencies, position ids) stay real, on the CPU
-        model = cls.from_config(config, dtype=dtype) if hasattr(cls, "from_config") else cls._from_config(config, dtype=dtype)
-    keep_fp32_modules(model, dtype)
-    return model
-
-
-def fp32_kept_parameters(model: Any, dtype: Any) -> list[str]:
-    """Names of the parameters ``from_pretrained(dtype=...)`` keeps in fp32: ``_keep_in_fp32_modules``
-    under fp16 (e.g. InstructBLIP's ``query_tokens``, T5's ``wo``), ``_keep_in_fp32_modules_strict``
-    under fp16 and bf16. transformers matches them as patterns anywhere in a name ("*" = any run)."""
-    import re
-
-    import torch
-
-    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ()) if dtype == torch.float16 else set()
-    if dtype in (torch.float16, torch.bfloat16):
-        keep |= set(getattr(model, "_keep_in_fp32_modules_strict", None) or ())
-    if not keep:
-        return []
-    pattern = re.compile("|".join(re.escape(k).replace(r"\*", ".*") for k in sorted(keep)))
-    return [name for name, p in model.named_parameters() if p.is_floating_point() and pattern.search(name)]
-
-
-def keep_fp32_modules(model: Any, dtype: Any) -> None:
-    """What ``from_pretrained(dtype=...)`` does and ``from_config`` does not: the parameters a model
-    class keeps in fp32 are put back in fp32, so that an architecture built from its config has
-    the dtypes a real load gives."""
-    import torch
-
-    kept = set(fp32_kept_parameters(model, dtype))
-    for name, p in model.named_parameters():
-        if name in kept and p.dtype != torch.float32:
-            p.data = p.data.to(torch.float32)
-
-
-def _tokenizer(src: str, what: str, **kw: Any) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(src, **kw)
-    except (OSError, ValueError) as exc:
-        raise WeightsError(f"Cannot load the {what} from '{src}' ({' '.join(str(exc).split())[:160]}); pass --base with a folder that holds it.") from exc
 
 
 def _cast_parameters(module: Any, dtype: Any) -> None:
@@ -203,12 +124,12 @@ def load_instructblip(base: str | None, *, dtype: Any, device: str, llm_dtype: A
     """
     from transformers import AutoModelForCausalLM, InstructBlipForConditionalGeneration
 
-    _quiet_transformers()
+    quiet_transformers()
     llm_dtype = llm_dtype or dtype
     blip, llm = resolve_base(base)
-    load = _from_config if str(device) == "meta" else _from_pretrained
+    load = from_config_on_meta if str(device) == "meta" else from_pretrained_strict
     model = load(InstructBlipForConditionalGeneration, blip, "InstructBLIP model", dtype=dtype)
-    q_tok = _tokenizer(blip, "Q-Former tokenizer", subfolder="qformer_tokenizer")
+    q_tok = load_tokenizer(blip, "Q-Former tokenizer", subfolder="qformer_tokenizer")
     if llm:
         # Free the bundled LLM before loading the replacement, so peak memory stays ~one LLM.
         model.language_model = None
@@ -218,10 +139,10 @@ def load_instructblip(base: str | None, *, dtype: Any, device: str, llm_dtype: A
         model.config.text_config = lm.config
         if lm.config.hidden_size != model.language_projection.out_features:
             raise WeightsError(f"LLM '{llm}' has hidden size {lm.config.hidden_size}, the projection of '{blip}' outputs {model.language_projection.out_features}; pair bases of the same size.")
-        llm_tok = _tokenizer(llm, "LLM tokenizer")
+        llm_tok = load_tokenizer(llm, "LLM tokenizer")
     else:
         _cast_parameters(model.language_model, llm_dtype)
-        llm_tok = _tokenizer(blip, "LLM tokenizer")
+        llm_tok = load_tokenizer(blip, "LLM tokenizer")
     model.requires_grad_(False)
     model.eval()
     if str(device) != "meta":
@@ -304,8 +225,19 @@ class InstructBlipYesNo(Detector):
         return self.options.get("tokenization") or meta.get("tokenization") or TOKENIZATIONS[0]
 
     def read_weights(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-        """Read the weights file before the base loads (it may name the base) -> (tensors, meta)."""
+        """Read the weights file before the base loads (it may name the base) -> (tensors,
+        meta); the zero-shot model reads none."""
         return None, {}
+
+    def read_trained_weights(self, read_release: Any) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """``read_weights`` of the trained members: (None, {}) without weights (train_init),
+        afpbench's own formats here, and a released file through ``read_release(path) -> tensors``."""
+        p = self.weights_path
+        if p is None:
+            return None, {}
+        if is_own_format(p):
+            return read_own(p, self.name)
+        return read_release(p), {}
 
     def before_prompt(self) -> None:
         """Hook: add tokens to the tokenizers before the prompt is encoded."""
@@ -589,4 +521,4 @@ class InstructBlipZeroShot(InstructBlipYesNo):
     ]
 
 
-__all__ = ["InstructBlipYesNo", "InstructBlipZeroShot", "keep_fp32_modules", "load_instructblip", "resolve_base", "PRESET_BASES", "DEFAULT_BASE", "AFP_MEAN", "AFP_STD", "PRECISIONS", "TOKENIZATIONS", "LAVIS_LN_VISION_EPS", "LAVIS_POSITION_IDS", "FAMILY_CHOICES"]
+__all__ = ["InstructBlipYesNo", "InstructBlipZeroShot", "load_instructblip", "resolve_base", "PRESET_BASES", "DEFAULT_BASE", "AFP_MEAN", "AFP_STD", "PRECISIONS", "TOKENIZATIONS", "LAVIS_LN_VISION_EPS", "LAVIS_POSITION_IDS", "FAMILY_CHOICES"]

@@ -21,7 +21,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from afpbench.detectors.base import Variant, check_state_dict, torch_load
+from afpbench.cards import Variant
+from afpbench.detectors._weights import check_state_dict, torch_load
+from afpbench.detectors.base import Trainable
 from afpbench.detectors.instructblip import (
     CODE,
     FAMILY_CHOICES,
@@ -36,7 +38,7 @@ LORA = {"r": 8, "lora_alpha": 32, "lora_dropout": 0.1, "target_modules": ["q_pro
 LAVIS_PEFT_PREFIX = "llm_model.base_model.model."
 
 
-class InstructBlipLora(InstructBlipYesNo):
+class InstructBlipLora(InstructBlipYesNo, Trainable):
     """InstructBLIP with LoRA adapters (r=8, alpha=32, dropout 0.1, q_proj/v_proj) in the LLM."""
 
     name = "instructblip_lora"
@@ -44,7 +46,6 @@ class InstructBlipLora(InstructBlipYesNo):
     paper = "Hu et al. LoRA (ICLR 2022), as the LoRA baseline of " + PAPER
     code = CODE + "; peft"
     license = LICENSE
-    trainable = True
     needs_weights = True
     lora: ClassVar[dict[str, Any]] = LORA
     variants = {None: Variant(training_data="trained by 'afpbench train' (no released LoRA weights)")}
@@ -56,15 +57,15 @@ class InstructBlipLora(InstructBlipYesNo):
     ]
 
     def read_weights(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-        own = self.read_own_weights()
-        if own is not None:
-            return own
-        p = self.weights_path
+        return self.read_trained_weights(self.read_lavis)
+
+    def read_lavis(self, p: Path) -> dict[str, Any]:
+        """The adapters of a checkpoint of the authors' LAVIS trainer (buffers still in)."""
         obj = torch_load(p)
         if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
             raise WeightsError(f"{p} is not LoRA weights afpbench can read; pass the folder written by 'afpbench train --detector instructblip_lora' or a checkpoint of the authors' LAVIS trainer.")
         self._lavis_file = True
-        return dict(obj["model"]), {}
+        return dict(obj["model"])
 
     def before_prompt(self) -> None:
         from peft import LoraConfig, inject_adapter_in_model

@@ -34,15 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from afpbench.detectors.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Detector,
-    Preprocessing,
-    Variant,
-    WeightsSource,
-)
-from afpbench.detectors.npr import load_module, read_state
+from afpbench.cards import Preprocessing, Variant, WeightsSource
+from afpbench.detectors._transforms import IMAGENET_MEAN, IMAGENET_STD
+from afpbench.detectors._weights import load_module, read_state_dict
+from afpbench.detectors.base import Detector
 from afpbench.errors import AfpbenchError, WeightsError
 
 _REPO = "https://github.com/barcavia/RealTime-DeepfakeDetection-in-the-RealWorld"
@@ -211,7 +206,7 @@ class LaDeDa(Detector):
             raise AfpbenchError(f"{self.name} needs an even --image-size (got {self.image_size}).")
         if self.weights_path is None:
             raise WeightsError(f"{self.full_name} is not trainable here; pass --weights with the released {self.variant.weights.filename}.")
-        state = read_state(self.weights_path, f"a {self.name} checkpoint")
+        state = read_state_dict(self.weights_path, f"a {self.name} checkpoint")
         self.model = load_module(lambda: self.build(arch), state, self.weights_path, f"{self.name}'s network ('{self.arch_name}')")
         self.model.requires_grad_(False)
         self.model.eval().to(self.device, self.dtype)

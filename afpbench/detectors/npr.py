@@ -24,94 +24,18 @@ scored exactly as alone, whatever the batch.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from afpbench.detectors.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Detector,
-    Preprocessing,
-    Variant,
-    WeightsSource,
-    check_state_dict,
-    load_safetensors,
-    torch_load,
-)
+from afpbench.cards import Preprocessing, Variant, WeightsSource
+from afpbench.detectors._resnet import TruncatedResNet, arch_options
+from afpbench.detectors._transforms import IMAGENET_MEAN, IMAGENET_STD
+from afpbench.detectors._weights import load_module, read_state_dict
+from afpbench.detectors.base import Detector
 from afpbench.errors import AfpbenchError, WeightsError
 
 _REPO = "https://github.com/chuangchuangtan/NPR-DeepfakeDetection"
-
-# Architectures `base` selects: upstream's (ResNet-50 blocks 3 + 4) and a tiny one of the
-# same classes for tests, benchmarks and the offline demo.
-ARCHS: dict[str, dict[str, Any]] = {
-    "resnet50": {"layers": (3, 4), "width_per_group": 64},
-    "tiny": {"layers": (1, 1), "width_per_group": 16},
-}
-
-
-class TruncatedResNet(nn.Module):
-    """torchvision's ResNet-50 stem and ``layer1``-``layer2`` with the NPR/SAFE changes.
-
-    Keys are upstream's: ``conv1`` (3x3, stride 2), ``bn1``, ``layer1.*``, ``layer2.*``,
-    ``fc1`` (512 -> ``num_classes``). ``width_per_group`` only exists to build tiny test
-    models (64 is ResNet-50).
-    """
-
-    def __init__(self, layers: tuple[int, int] = (3, 4), num_classes: int = 1, width_per_group: int = 64):
-        from torchvision.models.resnet import Bottleneck, ResNet
-
-        super().__init__()
-        # torchvision builds all four stages; upstream keeps two, so the rest is dropped.
-        net = ResNet(Bottleneck, [layers[0], layers[1], 1, 1], width_per_group=width_per_group)
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1, bias=False)
-        self.bn1, self.relu, self.maxpool = net.bn1, net.relu, net.maxpool
-        self.layer1, self.layer2 = net.layer1, net.layer2
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc1 = nn.Linear(128 * Bottleneck.expansion, num_classes)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer2(self.layer1(x))
-        return torch.flatten(self.avgpool(x), 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc1(self.features(x))
-
-
-def arch_options(name: str | None, default: str, detector: str) -> tuple[str, dict[str, Any]]:
-    """(name, options) of the architecture ``--base`` picks, or a one-line error."""
-    name = name or default
-    if name not in ARCHS:
-        raise AfpbenchError(f"Unknown --base '{name}' for {detector}; use one of {', '.join(ARCHS)} (the default is upstream's architecture).")
-    return name, ARCHS[name]
-
-
-def read_state(path: Path, what: str) -> dict[str, Any]:
-    """A state dict from a released file: bare, or under ``model`` (CNNDetection-style)."""
-    obj = load_safetensors(path) if path.suffix == ".safetensors" else torch_load(path)
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path} is not {what} (a state dict of tensors); use the released file.")
-    return dict(obj)
-
-
-def load_module(build: Any, state: dict[str, Any], source: Path | str, what: str) -> nn.Module:
-    """Build on the meta device, check every key and shape, then take the file's tensors.
-
-    Checking before allocating refuses a wrong file in milliseconds even for large models;
-    ``assign=True`` makes the loaded tensors the parameters (no second copy).
-    """
-    with torch.device("meta"):
-        model = build()
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    check_state_dict(expected, state, source, what)
-    model.load_state_dict(state, strict=True, assign=True)
-    return model
 
 
 class NPR(Detector):
@@ -146,7 +70,7 @@ class NPR(Detector):
         self.arch_name, arch = arch_options(self.base, "resnet50", self.name)
         if self.weights_path is None:
             raise WeightsError(f"{self.full_name} is not trainable here; pass --weights with the released {self.variant.weights.filename}.")
-        state = read_state(self.weights_path, "an NPR checkpoint")
+        state = read_state_dict(self.weights_path, "an NPR checkpoint")
         what = f"NPR's truncated ResNet ('{self.arch_name}': blocks {arch['layers']})"
         self.model = load_module(lambda: TruncatedResNet(arch["layers"], 1, arch["width_per_group"]), state, self.weights_path, what)
         self.model.requires_grad_(False)
@@ -214,4 +138,4 @@ class NPR(Detector):
         return self._per_size(batch, lambda x: self.model(self.residual(x) * (2.0 / 3.0)))
 
 
-__all__ = ["ARCHS", "NPR", "TruncatedResNet", "arch_options", "load_module", "read_state"]
+__all__ = ["NPR"]

@@ -13,7 +13,7 @@ cheap baseline. afpbench trains one on its own data:
 
 ``--base`` swaps the checkpoint (another size of the same family). ``afpbench train
 --detector probe.<backbone>`` runs each image through the frozen backbone **once**
-(``fit_mode = "fit"``), keeps the features in memory, standardises them and fits
+(a ``ClosedFormFit``), keeps the features in memory, standardises them and fits
 scikit-learn's ``LogisticRegression`` on that cache (L-BFGS iterates over the cached
 features; ``--epochs`` and ``--lr`` do not apply). The result is an afpbench folder
 (``detector.json`` + ``model.safetensors`` with ``mean``, ``std``, ``weight``, ``bias``).
@@ -28,19 +28,11 @@ from typing import Any
 
 import torch
 
-from afpbench.detectors.base import (
-    CLIP_MEAN,
-    CLIP_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Detector,
-    Preprocessing,
-    Variant,
-    apply_preprocessing,
-    bce_from_probs,
-    check_state_dict,
-    read_saved,
-)
+from afpbench.cards import Preprocessing, Variant
+from afpbench.detectors._hf import from_pretrained_strict, quiet_transformers
+from afpbench.detectors._transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+from afpbench.detectors._weights import check_state_dict, read_saved
+from afpbench.detectors.base import ClosedFormFit, Detector, bce_from_probs
 from afpbench.errors import AfpbenchError, WeightsError
 
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
@@ -71,7 +63,7 @@ FAMILIES = {
 _TRAINED = "fitted by 'afpbench train --detector probe.{tag}' (no released weights)"
 
 
-class Probe(Detector):
+class Probe(Detector, ClosedFormFit):
     """Logistic regression on frozen foundation-model features (trained by afpbench)."""
 
     name = "probe"
@@ -79,9 +71,7 @@ class Probe(Detector):
     paper = "Linear probes on frozen vision foundation models as AI-generated image detectors (e.g. arXiv 2602.01738); backbones: " + "; ".join(f.paper for f in FAMILIES.values())
     code = "afpbench (transformers backbones + scikit-learn LogisticRegression)"
     license = "Apache-2.0 (afpbench); backbone weights: DINOv2 Apache-2.0, SigLIP 2 Apache-2.0, CLIP MIT"
-    trainable = True
     needs_weights = True
-    fit_mode = "fit"
     cuda_dtype = "float16"
     variants = {
         None: Variant(training_data=_TRAINED.format(tag="dinov2"), options={"family": "dinov2"}),
@@ -109,12 +99,7 @@ class Probe(Detector):
     def setup(self) -> None:
         import transformers
 
-        from afpbench.detectors.instructblip import (
-            _from_pretrained,
-            _quiet_transformers,
-        )
-
-        _quiet_transformers()
+        quiet_transformers()
         state: dict[str, Any] | None = None
         meta: dict[str, Any] = {}
         p = self.weights_path
@@ -128,7 +113,7 @@ class Probe(Detector):
         fam = self.family
         self.base = self.base or meta.get("base") or fam.default_base
         cls = getattr(transformers, fam.model)
-        self.backbone = _from_pretrained(cls, self.base, f"{fam.model} backbone", dtype=self.dtype)
+        self.backbone = from_pretrained_strict(cls, self.base, f"{fam.model} backbone", dtype=self.dtype)
         self.backbone.requires_grad_(False)
         self.backbone.eval().to(self.device)
         cfg = self.backbone.config
@@ -153,9 +138,6 @@ class Probe(Detector):
         resize = round(self.image_size * fam.resize_ratio)
         return Preprocessing(resize=resize, resize_policy="shorter", interpolation="bicubic", crop=self.image_size, mean=fam.mean, std=fam.std,
                              note=f"Shorter side to {resize} (bicubic), center crop {self.image_size}, the backbone family's mean/std.")
-
-    def train_preprocess(self, image: Any, row: dict[str, Any] | None, rng: Any) -> torch.Tensor:
-        return apply_preprocessing(image, self.preprocessing())  # cached features: no augmentation
 
     def to_device(self, batch: torch.Tensor) -> torch.Tensor:
         return batch.to(self.device, dtype=self.dtype, non_blocking=True)

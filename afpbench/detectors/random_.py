@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from afpbench.detectors.base import Detector, Preprocessing, Variant
+from afpbench.cards import Preprocessing, Variant
+from afpbench.detectors.base import Detector
 from afpbench.errors import AfpbenchError
 
 

@@ -22,17 +22,11 @@ from typing import Any
 
 import torch
 
-from afpbench.detectors.base import (
-    CLIP_MEAN,
-    CLIP_STD,
-    Detector,
-    Preprocessing,
-    Variant,
-    WeightsSource,
-    check_state_dict,
-    load_safetensors,
-    torch_load,
-)
+from afpbench.cards import Preprocessing, Variant, WeightsSource
+from afpbench.detectors._hf import from_pretrained_strict, quiet_transformers
+from afpbench.detectors._transforms import CLIP_MEAN, CLIP_STD
+from afpbench.detectors._weights import check_state_dict, load_safetensors, torch_load
+from afpbench.detectors.base import Detector
 from afpbench.errors import WeightsError
 
 DEFAULT_BASE = "openai/clip-vit-large-patch14"
@@ -89,19 +83,14 @@ class RINE(Detector):
     def setup(self) -> None:
         from transformers import CLIPVisionModel
 
-        from afpbench.detectors.instructblip import (
-            _from_pretrained,
-            _quiet_transformers,
-        )
-
-        _quiet_transformers()
+        quiet_transformers()
         self._transform: Any = None
         p = self.weights_path
         if p is None or p.is_dir():
             raise WeightsError(f"rine loads a released checkpoint file (ckpt/model_*_trainable.pth), not {p}.")
         state = self._read(p)
         self.base = self.base or DEFAULT_BASE
-        self.clip = _from_pretrained(CLIPVisionModel, self.base, "CLIP vision model", dtype=self.dtype)
+        self.clip = from_pretrained_strict(CLIPVisionModel, self.base, "CLIP vision model", dtype=self.dtype)
         self.clip.requires_grad_(False)
         self.clip.eval().to(self.device)
         cfg = self.clip.config

@@ -29,14 +29,10 @@ from typing import Any
 
 import torch
 
-from afpbench.detectors.base import (
-    Detector,
-    Preprocessing,
-    Variant,
-    WeightsSource,
-    torch_load,
-)
-from afpbench.detectors.npr import ARCHS, TruncatedResNet, arch_options, load_module
+from afpbench.cards import Preprocessing, Variant, WeightsSource
+from afpbench.detectors._resnet import TruncatedResNet, arch_options
+from afpbench.detectors._weights import load_module, read_state_dict, torch_load
+from afpbench.detectors.base import Detector
 from afpbench.errors import WeightsError
 
 _REPO = "https://github.com/Ouxiang-Li/SAFE"
@@ -47,10 +43,8 @@ def read_safe_checkpoint(path: Path) -> dict[str, Any]:
     """The ``model`` state dict of a file written by SAFE's ``utils.save_model``."""
     import argparse
 
-    from afpbench.detectors.npr import read_state
-
     if path.suffix == ".safetensors":
-        return read_state(path, "a SAFE checkpoint")
+        return read_state_dict(path, "a SAFE checkpoint")
     # save_model pickles the training argparse.Namespace next to the weights.
     with torch.serialization.safe_globals([argparse.Namespace]):
         obj = torch_load(path)
@@ -161,4 +155,4 @@ class SAFE(Detector):
         return self.model(self.dwt(batch))
 
 
-__all__ = ["ARCHS", "SAFE", "DiagonalWavelet", "read_safe_checkpoint"]
+__all__ = ["SAFE", "DiagonalWavelet", "read_safe_checkpoint"]

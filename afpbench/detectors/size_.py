@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from afpbench.detectors._rowfit import RowLogistic, row_value
-from afpbench.detectors.base import Preprocessing, Variant
+from afpbench.cards import Preprocessing, Variant
 from afpbench.errors import AfpbenchError
 
 FEATURES = ("log_pixels", "log_aspect", "multiple_of_64")

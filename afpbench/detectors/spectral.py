@@ -15,11 +15,13 @@ from typing import Any, Iterable
 
 import torch
 
-from afpbench.detectors.base import Detector, Preprocessing, Variant, apply_preprocessing, bce_from_probs, check_state_dict, read_saved
+from afpbench.cards import Preprocessing, Variant
+from afpbench.detectors._weights import check_state_dict, read_saved
+from afpbench.detectors.base import ClosedFormFit, Detector, bce_from_probs
 from afpbench.errors import AfpbenchError
 
 
-class Spectral(Detector):
+class Spectral(Detector, ClosedFormFit):
     """1-D power spectrum features + logistic regression."""
 
     name = "spectral"
@@ -27,9 +29,7 @@ class Spectral(Detector):
     paper = "Durall, Keuper, Keuper. Watch your Up-Convolution: CNN Based Generative Deep Neural Networks are Failing to Reproduce Spectral Distributions. CVPR 2020."
     code = "https://github.com/cc-hpc-itwm/UpConv (method re-implemented in torch + scikit-learn)"
     license = "Apache-2.0 (afpbench implementation)"
-    trainable = True
     needs_weights = True
-    fit_mode = "fit"
     cuda_dtype = "float32"
     variants = {None: Variant(training_data="fitted by 'afpbench train --detector spectral' (no released weights)")}
     train_recipe = {"batch_size": 64, "epochs": 1}
@@ -64,9 +64,6 @@ class Spectral(Detector):
     def preprocessing(self) -> Preprocessing:
         return Preprocessing(resize=None, resize_policy="upscale_only", interpolation="bicubic", crop=self.image_size, colour="grey",
                              note="Grey, center crop without downscaling; the FFT features are computed in score().")
-
-    def train_preprocess(self, image: Any, row: dict[str, Any] | None, rng: Any) -> torch.Tensor:
-        return apply_preprocessing(image, self.preprocessing())  # a fit, not SGD: no augmentation
 
     def to_device(self, batch: torch.Tensor) -> torch.Tensor:
         return batch.to(self.device, dtype=torch.float32)

@@ -15,26 +15,17 @@ from typing import Any
 
 import torch
 
-from afpbench.detectors.base import (
-    CLIP_MEAN,
-    CLIP_STD,
-    Detector,
-    Preprocessing,
-    Variant,
-    WeightsSource,
-    apply_preprocessing,
-    blur_jpeg,
-    check_state_dict,
-    load_safetensors,
-    read_saved,
-    torch_load,
-)
+from afpbench.cards import Preprocessing, Variant, WeightsSource
+from afpbench.detectors._hf import from_pretrained_strict, quiet_transformers
+from afpbench.detectors._transforms import CLIP_MEAN, CLIP_STD, apply_preprocessing, blur_jpeg
+from afpbench.detectors._weights import check_state_dict, load_safetensors, read_saved, torch_load
+from afpbench.detectors.base import Detector, Trainable
 from afpbench.errors import WeightsError
 
 DEFAULT_BASE = "openai/clip-vit-large-patch14"
 
 
-class UnivFD(Detector):
+class UnivFD(Detector, Trainable):
     """Linear probe on CLIP image features (Ojha et al., CVPR 2023)."""
 
     name = "univfd"
@@ -42,7 +33,6 @@ class UnivFD(Detector):
     paper = "Ojha, Li, Lee. Towards Universal Fake Image Detectors that Generalize Across Generative Models. CVPR 2023."
     code = "https://github.com/WisconsinAIVision/UniversalFakeDetect"
     license = "probe: see the UniversalFakeDetect repository; CLIP weights: MIT (OpenAI)"
-    trainable = True
     needs_weights = True
     cuda_dtype = "float16"
     variants = {
@@ -62,9 +52,7 @@ class UnivFD(Detector):
     def setup(self) -> None:
         from transformers import CLIPVisionModelWithProjection
 
-        from afpbench.detectors.instructblip import _from_pretrained, _quiet_transformers
-
-        _quiet_transformers()
+        quiet_transformers()
         p = self.weights_path
         state: dict[str, Any] | None = None
         meta: dict[str, Any] = {}
@@ -76,7 +64,7 @@ class UnivFD(Detector):
                 raise WeightsError(f"{p} is not a UnivFD probe (a dict with 'weight' [1, 768] and 'bias' [1]).")
             state = dict(obj)
         self.base = self.base or meta.get("base") or DEFAULT_BASE
-        self.clip = _from_pretrained(CLIPVisionModelWithProjection, self.base, "CLIP vision model", dtype=self.dtype)
+        self.clip = from_pretrained_strict(CLIPVisionModelWithProjection, self.base, "CLIP vision model", dtype=self.dtype)
         self.clip.requires_grad_(False)
         self.clip.eval().to(self.device)
         native = self.clip.config.image_size

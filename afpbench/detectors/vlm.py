@@ -22,13 +22,10 @@ from typing import Any
 
 import torch
 
-from afpbench.detectors.base import (
-    CLIP_MEAN,
-    CLIP_STD,
-    Detector,
-    Preprocessing,
-    Variant,
-)
+from afpbench.cards import Preprocessing, Variant
+from afpbench.detectors._hf import from_pretrained_strict, quiet_transformers
+from afpbench.detectors._transforms import CLIP_MEAN, CLIP_STD
+from afpbench.detectors.base import Detector
 from afpbench.errors import AfpbenchError, WeightsError
 
 PROMPT = "Is this photo real?"
@@ -44,9 +41,10 @@ class QwenVL(Detector):
     code = "https://github.com/QwenLM/Qwen2.5-VL; transformers Qwen2_5_VLForConditionalGeneration + Qwen2_5_VLProcessor"
     license = "Qwen2.5-VL-7B-Instruct: Apache-2.0; Qwen2.5-VL-3B-Instruct: Qwen Research License (non-commercial)"
     cuda_dtype = "bfloat16"  # the checkpoints' own dtype
+    # The licence is per checkpoint: the 7B's is Apache-2.0, the 3B's research-only.
     variants = {
-        None: Variant(training_data="none (zero-shot Qwen2.5-VL-7B-Instruct)", options={"base": "Qwen/Qwen2.5-VL-7B-Instruct", "noncommercial": False}),
-        "3b": Variant(training_data="none (zero-shot Qwen2.5-VL-3B-Instruct)", options={"base": "Qwen/Qwen2.5-VL-3B-Instruct", "noncommercial": True}),
+        None: Variant(training_data="none (zero-shot Qwen2.5-VL-7B-Instruct)", options={"base": "Qwen/Qwen2.5-VL-7B-Instruct"}, noncommercial=False),
+        "3b": Variant(training_data="none (zero-shot Qwen2.5-VL-3B-Instruct)", options={"base": "Qwen/Qwen2.5-VL-3B-Instruct"}, noncommercial=True),
     }
     default_threshold_policy = "fixed 0.5 on P(No | Yes, No) = the greedy answer between Yes and No"
     choices = [
@@ -60,21 +58,15 @@ class QwenVL(Detector):
     def setup(self) -> None:
         from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-        from afpbench.detectors.instructblip import (
-            _from_pretrained,
-            _quiet_transformers,
-        )
-
-        _quiet_transformers()
+        quiet_transformers()
         if self.weights_path is not None:
             raise WeightsError(f"qwen_vl is zero-shot and takes no --weights ({self.weights_path}); pass the checkpoint folder as --base.")
         self.base = self.base or str(self.variant.options["base"])
-        self.noncommercial = bool(self.variant.options["noncommercial"])  # per checkpoint: the 3B's licence is research-only
         try:
             self.processor = AutoProcessor.from_pretrained(self.base)
         except (OSError, ValueError) as exc:
             raise WeightsError(f"Cannot load the Qwen2.5-VL processor from '{self.base}' ({' '.join(str(exc).split())[:160]}); pass --base with a local folder holding the checkpoint.") from exc
-        self.model = _from_pretrained(Qwen2_5_VLForConditionalGeneration, self.base, "Qwen2.5-VL model", dtype=self.dtype)
+        self.model = from_pretrained_strict(Qwen2_5_VLForConditionalGeneration, self.base, "Qwen2.5-VL model", dtype=self.dtype)
         self.model.requires_grad_(False)
         self.model.eval().to(self.device)
         tok = self.processor.tokenizer
