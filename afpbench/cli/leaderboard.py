@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import click
 
+from afpbench.cli._options import out_option
+
 
 @click.command("leaderboard")
 @click.argument("results", nargs=-1, required=True, type=click.Path())
-@click.option("--out", default="site", show_default=True, type=click.Path(file_okay=False), help="Folder for the site.")
+@out_option("site", help="Folder for the site.")
 @click.option("--profile", default=None, help="Profile the results must belong to (v3, v1); default: theirs.")
 @click.option("--reported/--no-reported", default=True, show_default=True, help="Add the paper's reported rows (marked 'reported').")
 def command(results, out, profile, reported):

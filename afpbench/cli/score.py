@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from afpbench.cli._options import out_option
 from afpbench.cli._params import POSITIVE, SEED
 
 
@@ -13,7 +14,7 @@ from afpbench.cli._params import POSITIVE, SEED
 @click.option("--real-pool", default=None, help="Comma-separated real sets to pair with (default: as recorded).")
 @click.option("--bootstrap", type=POSITIVE, default=None, help="Bootstrap resamples (default: as recorded).")
 @click.option("--seed", type=SEED, default=None, help="Bootstrap seed (default: as recorded).")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the metrics as JSON here.")
+@out_option(file=True, help="Write the metrics as JSON to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of a table.")
 def command(predictions, data, real_pool, bootstrap, seed, out, as_json):
     """Recompute accuracy, averages and pair metrics from <results>/<detector>/predictions/*.parquet."""
