@@ -40,7 +40,13 @@ def command(out: Path, check: bool, seed: int, quiet: bool, keep: bool) -> None:
     from afpbench.demo import DemoConfig, run_demo
 
     try:
-        run_demo(DemoConfig(out=out, check=check, seed=seed, quiet=quiet, keep=keep))
+        report = run_demo(DemoConfig(out=out, check=check, seed=seed, quiet=quiet, keep=keep), progress=click.echo)
     finally:
         if out.is_dir():
             (out / MARKER).touch()
+    click.echo("")
+    click.echo(report.table)
+    click.echo("")
+    click.echo(f"site: {report.site / 'index.html'}  (leaderboard.json, leaderboard.md beside it)")
+    click.echo(f"total: {report.seconds:.0f}s")
+    click.echo("  " + report.note)
