@@ -24,10 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from afpbench.errors import AfpbenchError
 from afpbench.registry import did_you_mean
 
-ACQUISITIONS = ("regenerate", "import", "sample")
-BACKEND_FAMILIES = ("diffusion", "network", "attacks", "sample", "classifier")
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
