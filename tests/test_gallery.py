@@ -9,11 +9,11 @@ import subprocess
 
 import numpy as np
 import pytest
+from helpers import run_cli
 from PIL import Image
 
-from afpbench.testing import write_images
 from afpbench.gallery import GalleryConfig, build_gallery, sample_rows
-from conftest import run_cli
+from afpbench.testing import write_images
 
 
 @pytest.fixture(scope="module")

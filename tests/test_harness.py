@@ -19,13 +19,11 @@ from PIL import Image
 from afpbench import dataset as ds
 from afpbench.cli import cli
 from afpbench.dataset import open_dataset
-from afpbench.testing import write_images
 from afpbench.errors import AfpbenchError, DatasetError
 from afpbench.harness import EvalConfig, evaluate
 from afpbench.metrics import calibrate_threshold
 from afpbench.results import load_results, read_predictions
-
-REPO = Path(__file__).resolve().parent.parent
+from afpbench.testing import write_images
 
 # A detector written the way a plugin author would (the harness's contract, no base
 # class): P(fake) rises with high-frequency energy, which the "fake" sets have more of.

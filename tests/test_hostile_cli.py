@@ -24,7 +24,7 @@ from pathlib import Path
 
 import click
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from afpbench.cli import SUBCOMMANDS, cli, main
 

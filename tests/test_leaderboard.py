@@ -7,23 +7,22 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import jsonschema
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import REPO
 from PIL import Image
 
 from afpbench.cli import cli as cli_group
-from afpbench.testing import write_images
 from afpbench.errors import AfpbenchError
 from afpbench.harness import EvalConfig, evaluate
 from afpbench.leaderboard import build_site, render_text_table
 from afpbench.results import SCHEMA_VERSION, load_leaderboard
+from afpbench.testing import write_images
 
-REPO = Path(__file__).resolve().parent.parent
 SETS = ["coco", "flickr", "sd2", "sdxl"]
 
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import jsonschema
 import numpy as np
 import pytest
+from helpers import REPO
 
 from afpbench import results as R
 from afpbench.errors import AfpbenchError
 from afpbench.metrics import BootstrapConfig
 
-ROOT = Path(__file__).resolve().parent.parent
 BOOT = BootstrapConfig(n_resamples=200, seed=0)
 
 
@@ -57,7 +56,7 @@ def _results_file(metrics: R.MetricsBlock, **over) -> R.ResultsFile:
 def test_shipped_schemas_are_current():
     # A model change without re-exporting the schemas fails here.
     generated = R.schemas()
-    for folder in (ROOT / "afpbench" / "schemas", ROOT / "docs" / "schemas"):
+    for folder in (REPO / "afpbench" / "schemas", REPO / "docs" / "schemas"):
         for name, schema in generated.items():
             shipped = json.loads((folder / f"{name}.schema.json").read_text())
             assert shipped == json.loads(json.dumps(schema)), f"{folder}/{name}.schema.json is stale: run afpbench.results.export_schemas"
@@ -120,7 +119,7 @@ def test_results_roundtrip_jsonschema_and_refusals(tmp_path):
     path = R.dump_json(_results_file(metrics), tmp_path / "r" / "results.json")
     data = json.loads(path.read_text())
     assert list(data)[0] == "schema_version"
-    jsonschema.validate(data, json.loads((ROOT / "afpbench" / "schemas" / "results.schema.json").read_text()))
+    jsonschema.validate(data, json.loads((REPO / "afpbench" / "schemas" / "results.schema.json").read_text()))
     loaded = R.load_results(path.parent)  # a folder means its results.json
     assert loaded == R.load_results(path)
     assert loaded.metrics.per_set["sd2"].accuracy == metrics.per_set["sd2"].accuracy
