@@ -36,7 +36,8 @@ def _roles(value: str | None) -> dict[str, str]:
 @click.option("--detector", "detectors", multiple=True, required=True, help="Detector name[.tag]; repeat to score several in one pass.")
 @click.option("--weights", multiple=True, help="Weights for the detectors, in order ('none' skips one).")
 @click.option("--base", "bases", multiple=True, help="Backbone folder or hub id for the detectors, in order ('none' keeps a detector's default); e.g. a local InstructBLIP, or BLIP+LLM.")
-@click.option("--detector-option", "detector_option", multiple=True, metavar="KEY=VALUE", help="A detector's own option (e.g. tokenization=transformers-4.35, precision=uniform), for every --detector that has it; may repeat.")
+@click.option("--detector-option", "detector_option", multiple=True, metavar="KEY=VALUE",
+              help="A detector's own option (e.g. tokenization=transformers-4.35, precision=uniform), for every --detector that has it; may repeat.")
 @click.option("--data", multiple=True, required=True, type=click.Path(), help="Folder holding one folder per set; may repeat.")
 @click.option("--datasets", help="Comma-separated sets to evaluate (default: the profile's, else every folder found).")
 @click.option("--profile", help="Benchmark profile: v3 or v1 (sets and held-in/held-out roles).")
@@ -55,7 +56,8 @@ def _roles(value: str | None) -> dict[str, str]:
 @workers_option(default=None, help="DataLoader workers (default: spare cores, max 4).")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Reuse cached scores of an earlier (killed) run.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def command(detectors, weights, bases, detector_option, data, datasets, profile, perturb, perturb_seed, batch_size, device, dtype, limit, out, real_pool, calibrate_on, roles, bootstrap, seed, num_workers, resume, progress):
+def command(detectors, weights, bases, detector_option, data, datasets, profile, perturb, perturb_seed, batch_size, device, dtype, limit, out,
+            real_pool, calibrate_on, roles, bootstrap, seed, num_workers, resume, progress):
     """Evaluate detectors on test sets; writes <out>/<detector>/predictions/*.parquet and results.json."""
     from pathlib import Path
 

@@ -36,4 +36,5 @@ def command(predictions, data, real_pool, bootstrap, seed, out, as_json):
     click.echo(f"{'average':>16} ({metrics.averages.n_sets} sets): {pct(metrics.averages.all)}")
     click.echo(f"{'held-out':>16} ({metrics.averages.n_held_out} sets): {pct(metrics.averages.held_out)}")
     for p in metrics.pairs:
-        click.echo(f"{p.fake:>16} vs {'+'.join(p.real) or 'itself'}: AUC {p.auc.value:.4f} AP {p.ap.value:.4f} EER {p.eer.value:.4f} TPR@1% {p.tpr_at_fpr_1.value:.4f} TPR@5% {p.tpr_at_fpr_5.value:.4f}")
+        click.echo(f"{p.fake:>16} vs {'+'.join(p.real) or 'itself'}: AUC {p.auc.value:.4f} AP {p.ap.value:.4f} EER {p.eer.value:.4f} "
+                   f"TPR@1% {p.tpr_at_fpr_1.value:.4f} TPR@5% {p.tpr_at_fpr_5.value:.4f}")

@@ -39,7 +39,8 @@ def _paths(values: tuple[str, ...]) -> list[str]:
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from the last epoch checkpoint in --out.")
 @click.option("--stop-after-epochs", type=POSITIVE, default=None, help="Stop after N epochs in this call (resume later).")
 @quiet_option(help="No progress bar.")
-def command(detector, train_dirs, val_dirs, out, base, weights, device, dtype, image_size, epochs, batch_size, lr, weight_decay, beta1, beta2, scheduler, warmup_steps, mixed_precision, seed, limit, num_workers, threads, resume, stop_after_epochs, quiet):
+def command(detector, train_dirs, val_dirs, out, base, weights, device, dtype, image_size, epochs, batch_size, lr, weight_decay, beta1, beta2, scheduler,
+            warmup_steps, mixed_precision, seed, limit, num_workers, threads, resume, stop_after_epochs, quiet):
     """Train a detector (AntifakePrompt's soft prompt by default recipe) and keep the best epoch."""
     from afpbench._util.devices import resolve_device
     from afpbench.train import PAPER_RECIPE, TrainConfig, train
