@@ -7,4 +7,3 @@ datasets) are imported inside the functions that need them.
 __version__ = "0.1.0"
 
 LABEL_NAMES = ("real", "fake")  # project-wide: 0 = real, 1 = fake
-REAL, FAKE = 0, 1

@@ -56,7 +56,9 @@ class DetectorCard(BaseModel):
     threshold: float = Field(0.5, description="pred = score > threshold (a tie is real).")
     threshold_policy: str = Field("fixed", description="How the threshold was chosen.")
     trainable: bool = Field(False, description="Whether `afpbench train` can train it.")
-    noncommercial: bool = Field(False, description="True when the licence of the weights or code does not allow commercial use (non-profit, research-only, NC, or no licence granted); leaderboards flag such rows.")
+    noncommercial: bool = Field(
+        False, description="True when the licence of the weights or code does not allow commercial use (non-profit, research-only, NC, or no licence granted); leaderboards flag such rows."
+    )
     choices: list[str] = Field(default_factory=list, description="Decisions afpbench made that the paper does not document.")
 
 

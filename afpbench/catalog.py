@@ -24,9 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from afpbench.errors import AfpbenchError
 from afpbench.registry import did_you_mean
 
-ACQUISITIONS = ("regenerate", "import", "sample")
-BACKEND_FAMILIES = ("diffusion", "network", "attacks", "sample", "classifier")
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -212,19 +209,19 @@ def _validate(model: type[BaseModel], path: Path) -> Any:
     return obj
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def generators() -> dict[str, GeneratorCard]:
     folder = catalog_root() / "generators"
     return {p.stem: _validate(GeneratorCard, p) for p in sorted(folder.glob("*.yaml"))}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def profiles() -> dict[str, Profile]:
     folder = catalog_root() / "recipes" / "profiles"
     return {p.stem: _validate(Profile, p) for p in sorted(folder.glob("*.yaml"))}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def recipes() -> dict[str, Recipe]:
     """All recipes by name, cross-checked against generators and profiles."""
     folder = catalog_root() / "recipes"

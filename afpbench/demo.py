@@ -7,6 +7,10 @@ leaderboard site. Every step goes through the same library calls as the CLI:
 small stand-ins, differ), ``import``, ``verify``, ``train``, ``evaluate`` and
 ``leaderboard``.
 
+``run_demo`` reports each step as it goes, to the ``progress`` callback it is given (the
+CLI prints the steps) or else to this module's logger, and returns a ``DemoReport``
+whose summary ``afpbench demo`` prints.
+
 Models, and what their numbers mean:
 
 * the attacks use the real ImageNet EfficientNet-Lite0 (PyPI), so adversarial, backdoor
@@ -22,14 +26,16 @@ Models, and what their numbers mean:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import click
+logger = logging.getLogger(__name__)
 
 STANDIN_NOTE = (
     "Stand-ins: sd2/sd2ip/sd2sr come from small random diffusers pipelines built from configs, and AntifakePrompt / "
@@ -73,7 +79,6 @@ EVAL_SETS = [
     ("data_poisoning", "data_poisoning", "held-in"),
 ]
 ATTACK_SETS = ("adversarial", "backdoor", "data_poisoning")
-LEARNED = ("spectral", "efficientnet", "antifakeprompt")
 
 
 @dataclass
@@ -87,11 +92,14 @@ class DemoConfig:
 
 @dataclass
 class DemoReport:
+    out: Path
     site: Path
     leaderboard: Path
     results: list[Path]
-    table: str
-    timings: dict[str, float] = field(default_factory=dict)
+    table: str                  # the leaderboard's clean-image table, as text
+    seconds: float              # the whole run
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step
+    note: str = STANDIN_NOTE    # what the stand-ins' numbers mean
 
 
 class _Steps:
@@ -109,7 +117,9 @@ class _Steps:
         return out
 
 
-def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = click.echo) -> DemoReport:
+def run_demo(cfg: DemoConfig, progress: Callable[[str], None] | None = None) -> DemoReport:
+    """Run every step; each step's lines go to ``progress`` (default: this module's logger, at info)."""
+    echo = progress or logger.info
     # Library notices (e.g. "CLIPImageProcessor requires torchvision", which we never
     # install) would bury the demo's own report; errors still show.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -140,14 +150,8 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None] = click.echo) -> DemoR
     results = steps.run("evaluate every detector on the test sets (bootstrap CIs, plus the jpeg:75 robustness suite)",
                         lambda: _evaluate(data, results_dir, trained, size, cfg, echo))
     board = steps.run("publish the leaderboard (JSON, Markdown, HTML with plots)", lambda: _publish(results, site))
-    table = _summary_table(board)
-    echo("")
-    echo(table)
-    echo("")
-    echo(f"site: {site / 'index.html'}  (leaderboard.json, leaderboard.md beside it)")
-    echo(f"total: {time.perf_counter() - t0:.0f}s")
-    echo("  " + STANDIN_NOTE)
-    return DemoReport(site, board, results, table, steps.timings)
+    return DemoReport(out=out, site=site, leaderboard=board, results=results, table=_summary_table(board),
+                      seconds=time.perf_counter() - t0, timings=steps.timings)
 
 
 # -- steps ----------------------------------------------------------------------------
@@ -169,7 +173,9 @@ def _build(recipe: str, out: Path, name: str, count: int, seed: int, cfg: DemoCo
 
 
 def _rows(path: Path) -> int:
-    return json.loads((path / "manifest.json").read_text())["num_rows"]
+    from afpbench.dataset import load_manifest
+
+    return load_manifest(path)["num_rows"]
 
 
 def _build_real(data: Path, train_dir: Path, size: DemoSize, cfg: DemoConfig, echo) -> None:
@@ -210,7 +216,9 @@ def _build_attacks(data: Path, train_dir: Path, size: DemoSize, cfg: DemoConfig,
             params["steps"] = size.poison_steps
         for where, count, seed in ((data, size.rows, cfg.seed), (train_dir, size.train_rows, cfg.seed + 1)):
             _build(recipe, where, recipe, count, seed, cfg, source="photos", model="efficientnet-lite0", params=params)
-        m = json.loads((data / recipe / "manifest.json").read_text())
+        from afpbench.dataset import load_manifest
+
+        m = load_manifest(data / recipe)
         extra = {k: v for k, v in m.items() if "success" in k or k == "attack"}
         echo(f"      {recipe}: {m['num_rows']} test rows; {json.dumps(extra, default=str)[:160]}")
 

@@ -387,7 +387,8 @@ class Plan:
         lines = [f"plan: {self.kind} {self.name}  (dtype {self.dtype}, batch {self.batch_size})", "models to download:"]
         for p in self.parts:
             rev = p.revision or "main"
-            lines.append(f"  {p.model_id}:{p.component:<16} {p.cls:<32} {p.parameters / 1e9:7.3f} B params  {p.parameters * DTYPE_BYTES[self.dtype] / 1e9:7.2f} GB ({self.dtype}) [{p.source}; revision {rev}]")
+            lines.append(f"  {p.model_id}:{p.component:<16} {p.cls:<32} {p.parameters / 1e9:7.3f} B params  "
+                         f"{p.parameters * DTYPE_BYTES[self.dtype] / 1e9:7.2f} GB ({self.dtype}) [{p.source}; revision {rev}]")
         b = self.bytes_per_dtype()
         lines.append(f"parameters: {self.parameters / 1e9:.3f} B = {b['fp32'] / 1e9:.2f} GB fp32 / {b['fp16'] / 1e9:.2f} GB fp16 or bf16")
         steps = ", ".join(f"{k} {g(v)}" for k, v in self.activation_steps.items()) or "not traced"
@@ -639,8 +640,10 @@ def refusal(plan: Plan) -> str | None:
         need, have = plan.peak_gpu_bytes / GIB, (plan.gpu_total_bytes or 0) / GIB
         return f"{plan.kind} {plan.name} needs about {need:.1f} GiB of GPU memory, {plan.gpu_name} has {have:.1f} GiB; try: {'; or '.join(plan.fixes)}."
     if plan.fits_disk is False:
-        return f"{plan.kind} {plan.name} writes about {plan.output_bytes / 1e9:.1f} GB, the disk has {(plan.disk_free_bytes or 0) / 1e9:.1f} GB free; free space or pass --out on a larger disk (or --count smaller)."
+        return (f"{plan.kind} {plan.name} writes about {plan.output_bytes / 1e9:.1f} GB, the disk has {(plan.disk_free_bytes or 0) / 1e9:.1f} GB free; "
+                "free space or pass --out on a larger disk (or --count smaller).")
     return None
 
 
-__all__ = ["EmptyWeightsBackend", "Part", "Plan", "build_backend", "build_detector", "config_dir", "configs_root", "count_parameters", "empty_pipeline", "plan_build", "plan_evaluate", "refusal", "trace_peak"]
+__all__ = ["EmptyWeightsBackend", "Part", "Plan", "build_backend", "build_detector", "config_dir", "configs_root", "count_parameters", "empty_pipeline",
+           "plan_build", "plan_evaluate", "refusal", "trace_peak"]

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from afpbench import catalog
+from afpbench.errors import AfpbenchError
+
+WHAT = ("datasets", "generators", "profiles", "detectors")
 
 
 def listing_rows(what: str, profile: str = "v3") -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of ``afpbench list WHAT`` (``profile``: a profile name, or ``all`` for every recipe)."""
     if what == "datasets":
         recs = catalog.recipes()
         if profile == "all":
@@ -26,7 +33,7 @@ def listing_rows(what: str, profile: str = "v3") -> tuple[list[str], list[list[s
         return headers, [[p.name, str(len(p.sets)), str(len(p.held_out())), p.description] for p in catalog.profiles().values()]
     if what == "detectors":
         return detector_rows()
-    raise ValueError(what)
+    raise AfpbenchError(f"Nothing to list as '{what}'; use one of {', '.join(WHAT)}.")
 
 
 def detector_rows() -> tuple[list[str], list[list[str]]]:
@@ -81,15 +88,16 @@ def markdown_catalog_table(profile: str = "v3") -> str:
     return "\n".join(lines)
 
 
-def _sync_benchmark_md(path: str = "BENCHMARK.md") -> None:
-    """Rewrite the catalog tables of BENCHMARK.md from the recipes."""
-    import re
-
-    text = open(path).read()
+def _sync_benchmark_md(path: str | Path = "BENCHMARK.md") -> None:
+    """Rewrite the catalog tables of BENCHMARK.md from the recipes (``python -m afpbench.listing``)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
     for prof in ("v3", "v1"):
         start, end = f"<!-- catalog-table:{prof}:start -->", f"<!-- catalog-table:{prof}:end -->"
-        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _m: f"{start}\n{markdown_catalog_table(prof)}\n{end}", text, flags=re.S)
-    open(path, "w").write(text)
+        block = f"{start}\n{markdown_catalog_table(prof)}\n{end}"
+        # A function as the replacement, so backslashes in the table are not read as escapes.
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _m, block=block: block, text, flags=re.S)
+    path.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

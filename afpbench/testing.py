@@ -37,6 +37,7 @@ from afpbench.cards import Preprocessing, Variant
 from afpbench.dataset import DatasetWriter, WriterOptions, encode_png, make_row, to_rgb
 from afpbench.detectors.base import Detector
 
+
 def write_images(
     out_dir: str | Path,
     name: str,

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from afpbench.errors import AfpbenchError
 from afpbench.seeding import row_rng

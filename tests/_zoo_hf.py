@@ -376,9 +376,9 @@ def probe_base(root: Path, family: str) -> Path:
 def fitted_probe(root: Path, tag: str | None, n: int = 12) -> Path:
     """A probe fitted by its own fit() on photos (real, 0) against fakeified photos (fake, 1)."""
     from _tiny import photos
-    from afpbench.testing import fakeify
 
     from afpbench.detectors import load_detector
+    from afpbench.testing import fakeify
 
     family = tag or "dinov2"
 

@@ -1,9 +1,11 @@
-"""Shared test setup: offline, deterministic, and real photos instead of noise."""
+"""Shared test setup: offline, deterministic, real photos instead of noise, and the
+markers a default run leaves out. Fixtures and hooks only; shared helpers live in
+helpers.py."""
 
 from __future__ import annotations
 
 import os
-import subprocess
+import re
 import sys
 from pathlib import Path
 
@@ -20,7 +22,28 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 sys.path.insert(0, str(Path(__file__).parent))
-REPO = Path(__file__).resolve().parent.parent
+
+from helpers import run_cli  # noqa: E402  (tests/ is on sys.path from the line above)
+
+#: Markers a run includes only when its -m expression names them (``pytest -m slow``,
+#: ``pytest -m "gpu or slow"``). Deselecting them here rather than with an -m in addopts
+#: lets any other -m expression (``pytest -m "not integration"``) keep them out too.
+OPT_IN_MARKERS = ("slow", "gpu")
+
+
+def pytest_collection_modifyitems(config, items):
+    # A test marked slow and gpu runs under -m gpu as under -m slow: naming one of its
+    # opt-in markers hands it to the -m expression.
+    named = set(re.findall(r"\w+", config.getoption("markexpr") or ""))
+    drop = []
+    for item in items:
+        opt_in = [m for m in OPT_IN_MARKERS if item.get_closest_marker(m)]
+        if opt_in and not named.intersection(opt_in):
+            drop.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        dropped = {id(item) for item in drop}
+        items[:] = [item for item in items if id(item) not in dropped]
 
 
 @pytest.fixture(scope="session")
@@ -29,12 +52,6 @@ def photos():
     from afpbench.sources.photos import photo_images
 
     return photo_images()
-
-
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m afpbench ARGS`` as a user would (separate process, real exit code)."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "afpbench", *args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout)
 
 
 @pytest.fixture
@@ -57,20 +74,3 @@ def _one_torch_thread():
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
     yield
-
-
-def fail_diffusion_batch(monkeypatch, call_no: int, exc: BaseException) -> None:
-    """Make the diffusion backend raise ``exc`` on its ``call_no``-th batch (crash, Ctrl-C)."""
-    from afpbench.generate.diffusion import DiffusionBackend
-
-    monkeypatch.setenv("AFPBENCH_FLUSH_SECONDS", "0")
-    real = DiffusionBackend.run
-    calls = {"n": 0}
-
-    def run(self, items, inputs):
-        calls["n"] += 1
-        if calls["n"] == call_no:
-            raise exc
-        return real(self, items, inputs)
-
-    monkeypatch.setattr(DiffusionBackend, "run", run)

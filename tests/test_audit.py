@@ -8,12 +8,12 @@ import random
 from pathlib import Path
 
 import pytest
+from helpers import REPO, run_cli
 from PIL import Image
 
 from afpbench.audit import AUDIT_SCHEMA_VERSION, AuditConfig, audit, audit_schema, estimate_jpeg_quality, image_features, load_audit
 from afpbench.dataset import DatasetWriter, make_row
 from afpbench.errors import AfpbenchError
-from conftest import REPO, run_cli
 
 
 def _encode(img: Image.Image, fmt: str, **kw) -> bytes:

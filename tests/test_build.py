@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import fail_diffusion_batch
+from helpers import fail_diffusion_batch
 
 from afpbench.build import build
 from afpbench.dataset import open_dataset, verify
@@ -17,10 +17,6 @@ from afpbench.errors import AfpbenchError
 from afpbench.generate.base import BuildConfig, parse_param_values
 
 SMALL = {"height": 32, "width": 32, "num_inference_steps": 2}
-
-
-
-
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import fail_diffusion_batch
+from helpers import fail_diffusion_batch
 
 from afpbench.build import build
 from afpbench.dataset import PARTIAL_DIR, open_dataset, verify

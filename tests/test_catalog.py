@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+from helpers import REPO
 
 from afpbench import catalog
 from afpbench.errors import AfpbenchError, UnknownNameError
@@ -127,10 +128,8 @@ def test_registry_lazy_entries_tags_and_plugins(tmp_path, monkeypatch):
 
 def test_catalog_ships_in_the_wheel_and_list_works_from_anywhere(tmp_path):
     """Build the wheel, install it in a fresh venv, run `afpbench list` outside the repo."""
-    from tests_support import REPO_ROOT
-
     wheel_dir = tmp_path / "wheel"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(REPO_ROOT)],
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(REPO)],
                    check=True, capture_output=True)
     wheel = next(wheel_dir.glob("afpbench-*.whl"))
     target = tmp_path / "site"
@@ -146,11 +145,9 @@ def test_catalog_ships_in_the_wheel_and_list_works_from_anywhere(tmp_path):
 
 @pytest.mark.parametrize("profile", ["v3", "v1"])
 def test_benchmark_md_table_matches_the_catalog(profile):
-    from tests_support import REPO_ROOT
-
     from afpbench.listing import markdown_catalog_table
 
-    text = (REPO_ROOT / "BENCHMARK.md").read_text()
+    text = (REPO / "BENCHMARK.md").read_text()
     start = text.index(f"<!-- catalog-table:{profile}:start -->") + len(f"<!-- catalog-table:{profile}:start -->")
     end = text.index(f"<!-- catalog-table:{profile}:end -->")
     assert text[start:end].strip() == markdown_catalog_table(profile), "regenerate BENCHMARK.md's table: python -m afpbench.listing"

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 
 from afpbench.testing import write_images
 
@@ -127,3 +127,120 @@ def test_env_prints_versions():
 
     # The installed torch's own version string, not a pinned literal.
     assert version("torch") in res.stdout
+
+
+# -- options every command shares (afpbench/cli/_options.py) ------------------------------------
+def _commands():
+    import click
+
+    from afpbench.cli import SUBCOMMANDS, cli
+
+    ctx = click.Context(cli)
+    for name in SUBCOMMANDS:
+        command = cli.get_command(ctx, name)
+        subs = command.commands.items() if isinstance(command, click.Group) else [(None, command)]
+        for sub, cmd in subs:
+            yield " ".join(filter(None, (name, sub))), cmd
+
+
+def _option(command, flag):
+    return next((p for p in command.params if flag in getattr(p, "opts", ())), None)
+
+
+def test_shared_options_mean_the_same_in_every_command():
+    import click
+
+    from afpbench._util.devices import DTYPE_CHOICES
+
+    seen = {"--device": [], "--dtype": [], "--num-workers": []}
+    for name, command in _commands():
+        if (p := _option(command, "--device")) is not None:
+            seen["--device"].append(name)
+            assert p.default == "auto" and p.type.name == "device", name
+        if (p := _option(command, "--dtype")) is not None:
+            seen["--dtype"].append(name)
+            assert isinstance(p.type, click.Choice) and tuple(p.type.choices) == DTYPE_CHOICES and not p.type.case_sensitive, name
+        if (p := _option(command, "--num-workers")) is not None:
+            seen["--num-workers"].append(name)
+        assert _option(command, "--workers") is None or _option(command, "--workers").hidden, name
+        if (p := _option(command, "--out")) is not None:
+            assert isinstance(p.type, click.Path) and p.help, name
+    assert sorted(seen["--device"]) == ["build", "evaluate", "train"]
+    assert sorted(seen["--dtype"]) == ["build", "evaluate", "plan build", "plan evaluate", "train"]
+    assert sorted(seen["--num-workers"]) == ["evaluate", "import", "train"]
+
+
+def test_dtype_spellings_reach_the_library_as_one():
+    import click
+
+    from afpbench.cli import cli
+
+    for name in ("build", "evaluate"):
+        command = cli.get_command(click.Context(cli), name)
+        base = ["photos"] if name == "build" else ["--detector", "x", "--data", "."]
+        got = {typed: command.make_context(name, [*base, "--dtype", typed]).params["dtype"] for typed in ("float16", "FP16", "half", "bfloat16", "fp32")}
+        assert got == {"float16": "fp16", "FP16": "fp16", "half": "fp16", "bfloat16": "bf16", "fp32": "fp32"}, name
+
+
+def _run_main(capsys, *args):
+    from afpbench.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(("given", "expected"), [((), 3), (("--num-workers", "2"), 2), (("--num-workers", "1"), 1)])
+def test_the_old_workers_spelling_still_sets_num_workers(given, expected, tmp_path, capsys, monkeypatch):
+    import afpbench.importer
+
+    seen = []
+
+    class Result:
+        def lines(self):
+            return ["imported"]
+
+    monkeypatch.setattr(afpbench.importer, "import_set", lambda cfg: seen.append(cfg.workers) or Result())
+    code, out, err = _run_main(capsys, "import", "mine", "--from", str(tmp_path), "--workers", "3", *given)
+    assert code == 0 and out == "imported\n", err
+    assert seen == [expected]
+    # The old variable still works, and --help shows only the new name.
+    monkeypatch.setenv("AFPBENCH_IMPORT_WORKERS", "5")
+    code, _, err = _run_main(capsys, "import", "mine", "--from", str(tmp_path))
+    assert code == 0 and seen[-1] == 5, err
+    code, out, _ = _run_main(capsys, "import", "--help")
+    assert code == 0 and "--num-workers" in out and "--workers" not in out.replace("--num-workers", "")
+
+
+def test_log_level_shows_the_library_logger_tree_on_stderr(capsys, monkeypatch):
+    import logging
+
+    import afpbench.listing
+
+    def rows(what, profile):
+        log = logging.getLogger("afpbench.listing")
+        log.debug("looking at %s", what)
+        log.info("read %d recipes", 3)
+        log.warning("one recipe is old")
+        logging.getLogger("elsewhere").warning("not ours")
+        return ["name"], [["x"]]
+
+    monkeypatch.setattr(afpbench.listing, "listing_rows", rows)
+    code, out, err = _run_main(capsys, "list")
+    assert code == 0 and out.startswith("name")  # results on stdout, messages on stderr
+    assert "read 3 recipes\nWARNING afpbench.listing: one recipe is old\n" in err and "looking at" not in err
+    code, _, err = _run_main(capsys, "--log-level", "debug", "list")
+    assert code == 0 and "DEBUG afpbench.listing: looking at datasets\nread 3 recipes\n" in err
+    monkeypatch.setenv("AFPBENCH_LOG_LEVEL", "warning")
+    code, _, err = _run_main(capsys, "list")
+    assert code == 0 and "read 3 recipes" not in err and err.count("one recipe is old") == 1  # one handler, however often main() runs
+    code, _, err = _run_main(capsys, "--log-level", "error", "list")
+    assert code == 0 and "one recipe is old" not in err
+    # The handler goes when the command ends: a program embedding main() keeps its own logging.
+    assert not logging.getLogger("afpbench").handlers
+    code, _, err = _run_main(capsys, "--log-level", "loud", "list")
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "'loud' is not one of" in err

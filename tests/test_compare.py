@@ -6,10 +6,10 @@ import json
 import math
 
 import pytest
+from helpers import run_cli
 
 from afpbench.compare import compare, recipe_fingerprint_of
 from afpbench.dataset import open_dataset, recipe_fingerprint
-from conftest import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,13 @@ import json
 from importlib import resources
 
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 
 ATTACKS = ("adversarial", "backdoor", "data_poisoning")
 STANDINS = ("sd2", "sd2ip", "sd2sr")
+
+# The one end-to-end run: in the default suite, left out of the quick loop (pytest -m "not integration").
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

@@ -35,8 +35,6 @@ CASES = {
 }
 
 
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """kind -> folder of a tiny pipeline, built once per module on first use."""

@@ -5,7 +5,6 @@ vision LayerNorm epsilon, summed candidate losses and the two prompt tokenizatio
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from _tiny import (
     write_lavis_trainer_checkpoint,
 )
 from click.testing import CliRunner
+from helpers import REPO
 
 from afpbench.detectors import load_detector
 from afpbench.detectors.antifakeprompt import LAVIS_LLM_KEY, LAVIS_QFORMER_KEY
@@ -265,7 +265,7 @@ def test_a_tie_is_real_through_evaluate(base, two_key, sets, tmp_path):
         p = read_predictions(path.parent / "predictions" / f"{name}.parquet")
         assert np.all(p.scores == 0.5) and np.all(p.preds == 0), name
     assert res.metrics.per_set["t_real"].accuracy.value == 1.0 and res.metrics.per_set["t_fake"].accuracy.value == 0.0
-    schema = json.loads((Path(__file__).parent.parent / "afpbench" / "schemas" / "results.schema.json").read_text())
+    schema = json.loads((REPO / "afpbench" / "schemas" / "results.schema.json").read_text())
     assert "pred = score > value" in schema["$defs"]["ThresholdPolicy"]["description"]
 
 

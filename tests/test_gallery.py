@@ -9,12 +9,12 @@ import subprocess
 
 import numpy as np
 import pytest
+from helpers import run_cli
 from PIL import Image
 
-from afpbench.testing import write_images
 from afpbench.dataset import sample_rows
 from afpbench.gallery import GalleryConfig, build_gallery
-from conftest import run_cli
+from afpbench.testing import write_images
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,11 @@ from PIL import Image
 from afpbench import dataset as ds
 from afpbench.cli import cli
 from afpbench.dataset import open_dataset
-from afpbench.testing import write_images
 from afpbench.errors import AfpbenchError, DatasetError
 from afpbench.evaluate import EvalConfig, evaluate
 from afpbench.metrics import calibrate_threshold
 from afpbench.results import load_results, read_predictions
-
-REPO = Path(__file__).resolve().parent.parent
+from afpbench.testing import write_images
 
 # A detector written the way a plugin author would (the Scorer protocol, no base
 # class): P(fake) rises with high-frequency energy, which the "fake" sets have more of.
@@ -391,9 +389,9 @@ def test_cli_evaluate_progress_and_weights_pairing(toy_module, data_dir, tmp_pat
 
 def test_bundled_spectral_detector_with_trained_weights(data_dir, tmp_path):
     """The real path: a bundled detector, fitted, saved, loaded by name with --weights."""
-    import torch
-
     import hashlib
+
+    import torch
 
     from afpbench.detectors import load_detector
 

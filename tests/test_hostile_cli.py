@@ -24,7 +24,7 @@ from pathlib import Path
 
 import click
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from afpbench.cli import SUBCOMMANDS, cli, main
 
@@ -178,10 +178,20 @@ def _check_value(param: click.Parameter, value: str) -> str | None:
 
 def _problems(args: list[str]) -> list[str]:
     args = [a for a in args if a not in ("...", "…")]
+    group = {o: p for p in cli.params if isinstance(p, click.Option) for o in (*p.opts, *p.secondary_opts)}
     while args and args[0].startswith("-"):  # group options
-        opt = args.pop(0)
-        if opt not in ("--debug", "--help", "-h", "--version"):
+        opt, eq, value = args.pop(0).partition("=")
+        if opt in ("--help", "-h"):
+            continue
+        if opt not in group:
             return [f"no group option {opt}"]
+        param = group[opt]
+        if not (param.is_flag or eq):
+            if not args:
+                return [f"{opt} needs a value"]
+            value = args.pop(0)
+        if not param.is_flag and (why := _check_value(param, value)) is not None:
+            return [f"{opt} {value}: {why}"]
     if not args:
         return []
     name, rest = args[0], args[1:]
@@ -251,6 +261,8 @@ def test_the_checker_catches_what_it_is_for():
     assert _problems(["evaluate", "--detector", "constant", "--bogus"]) == ["evaluate: no option --bogus"]
     assert _problems(["evaluate", "--base", "/m"]) == [] and _problems(["evaluate", "--detector"]) == ["evaluate: --detector needs a value"]
     assert _problems(["evalute"]) == ["no command 'evalute'"]
+    assert _problems(["--log-level", "debug", "list"]) == [] and _problems(["--verbose", "list"]) == ["no group option --verbose"]
+    assert _problems(["--log-level", "loud", "list"])[0].startswith("--log-level loud:")
     assert _problems(["build", "sd3", "--dtype", "fp64"])[0].startswith("build --dtype fp64:")
     assert _problems(["list", "datasets|generators|nonsense"])[0].startswith("list datasets|generators|nonsense:")
     assert _problems(["evaluate", "--device", "tpu"]) == ["evaluate --device tpu: 'tpu' is not a device"]
@@ -440,8 +452,11 @@ def test_cuda_is_refused_without_a_gpu_and_accepted_with_one(capsys):
         code, _, err = run_main(capsys, "evaluate", "--detector", "x", "--data", ".", "--device", "cuda")
         assert_one_line_error(code, err, "no CUDA device is visible", "cpu")
     assert ctx.make_context("evaluate", ["--detector", "x", "--data", "."]).params["device"] == "auto"
+    # One default and one meaning of auto in every command: the library resolves it.
     build = cli.get_command(click.Context(cli), "build")
-    assert build.make_context("build", ["photos", "--device", "auto"]).params["device"] is None  # build's own "pick for me"
+    assert build.make_context("build", ["photos", "--device", "AUTO"]).params["device"] == "auto"
+    train = cli.get_command(click.Context(cli), "train")
+    assert train.make_context("train", ["--detector", "x", "--train", ".", "--out", "o"]).params["device"] == "auto"
 
 
 @pytest.fixture(scope="module")

@@ -28,16 +28,16 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 from PIL import Image
 
 from afpbench._util.locking import OutputBusyError, OutputLock, hold, lock_path, lock_scope
 from afpbench.cli import TERMINATED_EXIT_CODE, _os_error_message, main
 from afpbench.dataset import open_dataset, verify
-from afpbench.testing import write_images
 from afpbench.evaluate import EvalConfig, evaluate
 from afpbench.results import load_results, read_predictions
+from afpbench.testing import write_images
 
-REPO = Path(__file__).resolve().parent.parent
 SETS = ("reals", "fakes")
 N_ROWS = 40
 BATCH = 4

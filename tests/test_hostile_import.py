@@ -24,7 +24,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 
 from afpbench.dataset import open_dataset, verify
 from afpbench.errors import AfpbenchError, DatasetError

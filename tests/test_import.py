@@ -12,8 +12,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 from _images import write_messy_folder
+from helpers import run_cli
 
 from afpbench.dataset import decode_image, open_dataset, verify
 from afpbench.importer import ImportConfig, import_set

@@ -13,16 +13,16 @@ import jsonschema
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import REPO
 from PIL import Image
 
 from afpbench.cli import cli as cli_group
-from afpbench.testing import ToyDetector, write_images
 from afpbench.errors import AfpbenchError
 from afpbench.evaluate import EvalConfig, evaluate
 from afpbench.leaderboard import build_site, render_text_table
 from afpbench.results import SCHEMA_VERSION, load_leaderboard, load_results, read_predictions
+from afpbench.testing import ToyDetector, write_images
 
-REPO = Path(__file__).resolve().parent.parent
 SETS = ["coco", "flickr", "sd2", "sdxl"]
 
 

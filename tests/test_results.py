@@ -6,18 +6,17 @@ import hashlib
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import jsonschema
 import numpy as np
 import pytest
+from helpers import REPO
 
 from afpbench import results as R
 from afpbench.errors import AfpbenchError
 from afpbench.metrics import BootstrapConfig
 from afpbench.scoring import compute_metrics
 
-ROOT = Path(__file__).resolve().parent.parent
 BOOT = BootstrapConfig(n_resamples=200, seed=0)
 
 
@@ -59,7 +58,7 @@ def _results_file(metrics: R.MetricsBlock, **over) -> R.ResultsFile:
 def test_shipped_schemas_are_current():
     # A model change without re-exporting the schemas fails here.
     generated = R.schemas()
-    for folder in (ROOT / "afpbench" / "schemas", ROOT / "docs" / "schemas"):
+    for folder in (REPO / "afpbench" / "schemas", REPO / "docs" / "schemas"):
         for name, schema in generated.items():
             shipped = json.loads((folder / f"{name}.schema.json").read_text())
             assert shipped == json.loads(json.dumps(schema)), f"{folder}/{name}.schema.json is stale: run afpbench.results.export_schemas"
@@ -122,7 +121,7 @@ def test_results_roundtrip_jsonschema_and_refusals(tmp_path):
     path = R.dump_json(_results_file(metrics), tmp_path / "r" / "results.json")
     data = json.loads(path.read_text())
     assert list(data)[0] == "schema_version"
-    jsonschema.validate(data, json.loads((ROOT / "afpbench" / "schemas" / "results.schema.json").read_text()))
+    jsonschema.validate(data, json.loads((REPO / "afpbench" / "schemas" / "results.schema.json").read_text()))
     loaded = R.load_results(path.parent)  # a folder means its results.json
     assert loaded == R.load_results(path)
     assert loaded.metrics.per_set["sd2"].accuracy == metrics.per_set["sd2"].accuracy
@@ -200,7 +199,7 @@ def test_predictions_metadata_is_validated_not_defaulted(tmp_path):
     assert R.read_predictions(path).meta.evaluation_id is None
     for field in ("role", "position", "bootstrap"):
         R.write_predictions(path, ["a", "b"], [1, 1], [0.2, 0.9], [0, 1], _meta())
-        _rewrite_meta(path, lambda m: m.pop(field))
+        _rewrite_meta(path, lambda m, field=field: m.pop(field))
         with pytest.raises(AfpbenchError, match=rf"fails predictions schema validation at {field}: Field required .*evaluate again to rewrite it") as exc:
             R.read_predictions(path)
         assert "\n" not in str(exc.value)

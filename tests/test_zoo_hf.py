@@ -22,8 +22,8 @@ import torch
 from _tiny import TINY, make_split, one_thread, photos
 
 from afpbench.detectors import load_detector
-from afpbench.testing import fakeify
 from afpbench.errors import WeightsError
+from afpbench.testing import fakeify
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def tmp_name(path: Path, kind: str = "tmp") -> Path:

@@ -10,9 +10,10 @@ evaluate both use it as a context manager, which owns the teardown of the proces
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 
 @dataclass

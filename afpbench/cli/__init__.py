@@ -12,6 +12,9 @@ Guarantees every subcommand shares (README, "What the CLI guarantees"):
   is one ``error: ...`` line on stderr and exit code 2, never a traceback.
 - Anything else is a bug: one ``error: unexpected ...`` line and exit code 1;
   ``afpbench --debug ...`` or ``AFPBENCH_DEBUG=1`` prints the traceback as well.
+- Results go to stdout; progress and the library's log messages go to stderr. The library
+  only logs (``logging.getLogger(__name__)``); ``afpbench --log-level LEVEL`` (or
+  ``AFPBENCH_LOG_LEVEL``) sets how much of the ``afpbench`` logger tree is shown.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import errno
 import importlib
 import importlib.util
+import logging
 import os
 import re
 import signal
@@ -69,6 +73,47 @@ PACKAGE_NAMES = {"sklearn": "scikit-learn", "skimage": "scikit-image", "pywt": "
 
 # What main() needs to know about the run it reports on: the subcommand and --debug.
 _RUN: dict = {"command": None, "debug": False}
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+#: Info is what the library says to a user (what it built, read, skipped); debug is for reports.
+DEFAULT_LOG_LEVEL = "info"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (a redirect, a test's capture)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+class _LogFormatter(logging.Formatter):
+    """Info as the plain message (it is addressed to the user); anything else as ``LEVEL name: message``."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        if record.levelno == logging.INFO:
+            return record.message
+        return f"{record.levelname} {record.name}: {record.message}"
+
+
+def configure_logging(level: str = DEFAULT_LOG_LEVEL):
+    """Show the ``afpbench`` logger tree on stderr from ``level`` up; return what undoes it."""
+    logger = logging.getLogger("afpbench")
+    handler = _StderrHandler()
+    handler.setFormatter(_LogFormatter())
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+    return undo
 
 
 def env_name(command: str | None, option: click.Option) -> str:
@@ -122,8 +167,10 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="afpbench")
 @click.option("--debug", is_flag=True, envvar=f"{ENV_PREFIX}_DEBUG",
               help="Print the full traceback of any error (for bug reports); or set AFPBENCH_DEBUG=1.")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default=DEFAULT_LOG_LEVEL, show_default=True,
+              envvar=f"{ENV_PREFIX}_LOG_LEVEL", help="How much the library reports on stderr; or set AFPBENCH_LOG_LEVEL.")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, log_level: str) -> None:
     """Rebuild, evaluate and rank fake-image detectors on the AntifakePrompt benchmark.
 
     Every option of a command can also be set in the environment as
@@ -131,6 +178,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     Errors are one line and exit code 2; 'afpbench COMMAND --help' describes a command.
     """
     _RUN["debug"] = _RUN["debug"] or debug
+    # Undone when the command ends, so a program calling main() twice gets one handler.
+    ctx.call_on_close(configure_logging(log_level))
     if ctx.invoked_subcommand is None:
         # Bare `afpbench` is a request for the overview, not a mistake.
         click.echo(ctx.get_help())
@@ -216,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
             _fail(f"{_who()} needs {package}, which is not installed: {INSTALL_HINTS[name]}", 2)
         _fail(f"{_who()} could not import {package} ({_one_line(exc, 240)}); install a compatible version: {INSTALL_HINTS[name]}", 2)
     except MemoryError:
-        _fail(f"{_who()} ran out of memory; lower --batch-size (or --workers) and run it again.", 2)
+        _fail(f"{_who()} ran out of memory; lower --batch-size (or --num-workers) and run it again.", 2)
     except OSError as exc:
         _fail(_os_error_message(exc), 2)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback

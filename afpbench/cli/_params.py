@@ -7,24 +7,16 @@ model, dataset or output folder is touched.
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Callable
 
 import click
+
+from afpbench._util.devices import DEVICE_HELP, check_device_name, resolve_device
+from afpbench.errors import AfpbenchError
 
 # numpy's legacy seeding, torch.manual_seed and every library afpbench seeds accept 0..2**32-1.
 SEED = click.IntRange(0, 2**32 - 1)
 POSITIVE = click.IntRange(min=1)
 NON_NEGATIVE = click.IntRange(min=0)
-
-# Names the detectors accept (afpbench.detectors.base), the short and the torch spelling.
-DETECTOR_DTYPES = ["fp32", "fp16", "bf16", "float32", "float16", "bfloat16"]
-
-
-def cuda_or_cpu() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class FiniteFloat(click.FloatRange):
@@ -40,19 +32,15 @@ class FiniteFloat(click.FloatRange):
 
 
 class Device(click.ParamType):
-    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, and one that this machine has.
+    """A ``--device`` value: in the vocabulary of ``afpbench._util.devices``, and present here.
 
-    ``auto`` converts to ``auto_value`` (each command's own meaning of "pick for me"; a
-    callable is called to pick).
-    Asking for an accelerator imports torch to check it is there: the command is about to
-    import torch anyway, and failing here beats failing after the data was read.
+    The value is returned lower-cased and ``auto`` stays ``auto``: the library resolves it
+    (a launcher's device, else CUDA when visible, else CPU). Asking for an accelerator
+    imports torch to check it is there: the command is about to import torch anyway, and
+    failing here beats failing after the data was read.
     """
 
     name = "device"
-    _PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-    def __init__(self, auto_value: str | None | Callable[[], str] = "auto"):
-        self.auto_value = auto_value
 
     def get_metavar(self, param, ctx=None) -> str:
         return "[auto|cpu|cuda|cuda:N|mps]"
@@ -60,26 +48,16 @@ class Device(click.ParamType):
     def convert(self, value, param, ctx):
         if value is None:
             return None
-        dev = str(value).strip().lower()
-        if not self._PATTERN.match(dev):
-            self.fail(f"'{value}' is not a device; use auto, cpu, cuda, cuda:N or mps.", param, ctx)
-        if dev == "auto":
-            return self.auto_value() if callable(self.auto_value) else self.auto_value
-        if dev.startswith("cuda"):
-            import torch
-
-            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            index = int(dev.partition(":")[2] or 0)
-            if count == 0:
-                self.fail(f"'{dev}' asked for, but no CUDA device is visible; use cpu (or auto).", param, ctx)
-            if index >= count:
-                self.fail(f"'{dev}' asked for, but only {count} CUDA device(s) are visible (cuda:0..cuda:{count - 1}).", param, ctx)
-        elif dev == "mps":
-            import torch
-
-            if not torch.backends.mps.is_available():
-                self.fail("'mps' asked for, but this torch has no usable Apple GPU (mps); use cpu (or auto).", param, ctx)
+        try:
+            dev = check_device_name(value)
+        except AfpbenchError:
+            self.fail(f"'{value}' is not a device; use {DEVICE_HELP}.", param, ctx)
+        if dev not in ("auto", "cpu"):
+            try:
+                resolve_device(dev)
+            except AfpbenchError as exc:
+                self.fail(str(exc), param, ctx)
         return dev
 
 
-__all__ = ["DETECTOR_DTYPES", "NON_NEGATIVE", "POSITIVE", "SEED", "Device", "FiniteFloat", "cuda_or_cpu"]
+__all__ = ["NON_NEGATIVE", "POSITIVE", "SEED", "Device", "FiniteFloat"]

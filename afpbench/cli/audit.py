@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from afpbench.cli._options import out_option
 from afpbench.cli._params import SEED
 
 
@@ -18,7 +19,7 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--datasets", help="Comma-separated sets to audit (default: the profile's, else every set found).")
 @click.option("--profile", help="Benchmark profile (v3, v1): its sets, roles and real pool.")
 @click.option("--real-pool", help="Comma-separated real sets paired with every fake set (default: the held-out real sets).")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("audit"), show_default=True, help="Folder for audit.json, audit.md, images.parquet and plots/.")
+@out_option("audit", help="Folder for audit.json, audit.md, images.parquet and plots/.")
 @click.option("--bootstrap", type=click.IntRange(min=1), default=1000, show_default=True, help="Bootstrap resamples of each AUC interval.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the folds and the bootstrap.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Read only the first N rows of each set (a quick look).")

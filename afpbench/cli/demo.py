@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from afpbench.cli._options import out_option, quiet_option
 from afpbench.cli._params import SEED
 from afpbench.errors import AfpbenchError
 
@@ -27,11 +28,10 @@ def _check_replaceable(out: Path) -> None:
 
 
 @click.command("demo")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"), show_default=True,
-              help="Folder the demo replaces (a new, empty or earlier demo folder; anything else is refused).")
+@out_option("demo-out", help="Folder the demo replaces (a new, empty or earlier demo folder; anything else is refused).")
 @click.option("--check", is_flag=True, help="Smaller sizes (under 3 minutes on 2 CPU cores); what CI runs.")
 @click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option(help="No progress bars.")
 @click.option("--keep", is_flag=True, help="Reuse sets and models an earlier run left in --out.")
 def command(out: Path, check: bool, seed: int, quiet: bool, keep: bool) -> None:
     """Build a mini benchmark offline, train, evaluate every detector, publish the leaderboard."""
@@ -40,7 +40,13 @@ def command(out: Path, check: bool, seed: int, quiet: bool, keep: bool) -> None:
     from afpbench.demo import DemoConfig, run_demo
 
     try:
-        run_demo(DemoConfig(out=out, check=check, seed=seed, quiet=quiet, keep=keep))
+        report = run_demo(DemoConfig(out=out, check=check, seed=seed, quiet=quiet, keep=keep), progress=click.echo)
     finally:
         if out.is_dir():
             (out / MARKER).touch()
+    click.echo("")
+    click.echo(report.table)
+    click.echo("")
+    click.echo(f"site: {report.site / 'index.html'}  (leaderboard.json, leaderboard.md beside it)")
+    click.echo(f"total: {report.seconds:.0f}s")
+    click.echo("  " + report.note)

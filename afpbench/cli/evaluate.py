@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from afpbench.cli._params import DETECTOR_DTYPES, NON_NEGATIVE, POSITIVE, SEED, Device
+from afpbench.cli._options import device_option, dtype_option, out_option, workers_option
+from afpbench.cli._params import POSITIVE, SEED
 from afpbench.errors import AfpbenchError
 
 
@@ -35,26 +36,28 @@ def _roles(value: str | None) -> dict[str, str]:
 @click.option("--detector", "detectors", multiple=True, required=True, help="Detector name[.tag]; repeat to score several in one pass.")
 @click.option("--weights", multiple=True, help="Weights for the detectors, in order ('none' skips one).")
 @click.option("--base", "bases", multiple=True, help="Backbone folder or hub id for the detectors, in order ('none' keeps a detector's default); e.g. a local InstructBLIP, or BLIP+LLM.")
-@click.option("--detector-option", "detector_option", multiple=True, metavar="KEY=VALUE", help="A detector's own option (e.g. tokenization=transformers-4.35, precision=uniform), for every --detector that has it; may repeat.")
+@click.option("--detector-option", "detector_option", multiple=True, metavar="KEY=VALUE",
+              help="A detector's own option (e.g. tokenization=transformers-4.35, precision=uniform), for every --detector that has it; may repeat.")
 @click.option("--data", multiple=True, required=True, type=click.Path(), help="Folder holding one folder per set; may repeat.")
 @click.option("--datasets", help="Comma-separated sets to evaluate (default: the profile's, else every folder found).")
 @click.option("--profile", help="Benchmark profile: v3 or v1 (sets and held-in/held-out roles).")
 @click.option("--perturb", multiple=True, help="Robustness suite (jpeg:Q, blur:S, resize:F, crop:N, noise:S, social, none); may repeat.")
 @click.option("--perturb-seed", type=SEED, default=0, show_default=True, help="Seed of the perturbation suites.")
 @click.option("--batch-size", type=POSITIVE, default=32, show_default=True)
-@click.option("--device", type=Device(), default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--dtype", type=click.Choice(DETECTOR_DTYPES, case_sensitive=False), default=None, help="Default: the detector's.")
+@device_option()
+@dtype_option(help="Default: the detector's.")
 @click.option("--limit", type=POSITIVE, default=None, help="Only the first N rows of each set (results cannot be published); leave out for every row.")
-@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False), help="Results folder.")
+@out_option("results", help="Results folder.")
 @click.option("--real-pool", help="Comma-separated real sets paired with every fake set (default: held-out real sets).")
 @click.option("--calibrate-on", help="Comma-separated sets to calibrate the threshold on (never test sets).")
 @click.option("--roles", help="SET=ROLE,... overriding the catalog (held-in/held-out).")
 @click.option("--bootstrap", type=POSITIVE, default=1000, show_default=True, help="Bootstrap resamples of every confidence interval.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Bootstrap seed.")
-@click.option("--num-workers", type=NON_NEGATIVE, default=None, help="DataLoader workers (default: spare cores, max 4).")
+@workers_option(default=None, help="DataLoader workers (default: spare cores, max 4).")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Reuse cached scores of an earlier (killed) run.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def command(detectors, weights, bases, detector_option, data, datasets, profile, perturb, perturb_seed, batch_size, device, dtype, limit, out, real_pool, calibrate_on, roles, bootstrap, seed, num_workers, resume, progress):
+def command(detectors, weights, bases, detector_option, data, datasets, profile, perturb, perturb_seed, batch_size, device, dtype, limit, out,
+            real_pool, calibrate_on, roles, bootstrap, seed, num_workers, resume, progress):
     """Evaluate detectors on test sets; writes <out>/<detector>/predictions/*.parquet and results.json."""
     from pathlib import Path
 

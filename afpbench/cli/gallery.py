@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from afpbench.cli._options import out_option
 from afpbench.cli._params import SEED
 
 
@@ -15,7 +16,7 @@ def _csv(value: str | None) -> list[str] | None:
 
 @click.command("gallery")
 @click.argument("data", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=Path("site"), show_default=True, help="Site folder: writes sets.html and sets/.")
+@out_option("site", help="Site folder: writes sets.html and sets/.")
 @click.option("--datasets", help="Comma-separated sets to show (default: the profile's, else every set found).")
 @click.option("--profile", help="Benchmark profile (v3, v1): its sets, roles and real pool.")
 @click.option("--real-pool", help="Comma-separated real sets shown beside every fake set (default: the held-out real sets).")

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import click
 
+from afpbench.cli._options import out_option
+
 
 @click.command("leaderboard")
 @click.argument("results", nargs=-1, required=True, type=click.Path())
-@click.option("--out", default="site", show_default=True, type=click.Path(file_okay=False), help="Folder for the site.")
+@out_option("site", help="Folder for the site.")
 @click.option("--profile", default=None, help="Profile the results must belong to (v3, v1); default: theirs.")
 @click.option("--reported/--no-reported", default=True, show_default=True, help="Add the paper's reported rows (marked 'reported').")
 @click.option("--audit", "audit", default=None, type=click.Path(), help="An 'afpbench audit' folder (or its audit.json): adds the shortcut audit section.")
-@click.option("--data", "data", multiple=True, type=click.Path(), help="Data folders the results were evaluated on: builds the sets gallery (sets.html) into the site and links each column to it (repeatable).")
+@click.option(
+    "--data", "data", multiple=True, type=click.Path(),
+    help="Data folders the results were evaluated on: builds the sets gallery (sets.html) into the site and links each column to it (repeatable).",
+)
 @click.option("--same-recipe", is_flag=True, default=False, help="Accept results on different builds of a set when their recipe fingerprints agree; such rows are marked.")
 def command(results, out, profile, reported, audit, data, same_recipe):
     """Build the leaderboard (JSON, Markdown, HTML with plots) from results files."""

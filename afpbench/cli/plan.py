@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from afpbench.cli._options import dtype_option, out_option
 from afpbench.errors import AfpbenchError
 
 
@@ -33,10 +34,10 @@ def command() -> None:
 @command.command("build")
 @click.argument("name")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32"]), default=None, help="Default: the generator card's dtype.")
+@dtype_option(help="Default: the generator card's dtype.")
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Rows to build (default: the recipe's count).")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Recipe parameter override, e.g. use_t5=false.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out"), show_default=True, help="Where the build would write (its disk is checked).")
+@out_option("out", help="Where the build would write (its disk is checked).")
 @click.option("--json", "as_json", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the plan as JSON.")
 @click.option("--gpu-memory", type=click.FloatRange(min=0.1), default=None, metavar="GIB", help="Check against a GPU with this much memory instead of this machine's.")
 @click.option("--force", is_flag=True, help="Print the plan and exit 0 even when it does not fit.")
@@ -53,8 +54,8 @@ def build_cmd(name, batch_size, dtype, count, params, out, as_json, gpu_memory, 
 @click.option("--profile", default="v3", show_default=True, help="Benchmark profile whose sets are scored.")
 @click.option("--datasets", default=None, help="Comma-separated sets instead of the profile's.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32"]), default=None, help="Default: fp16.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True)
+@dtype_option(help="Default: fp16.")
+@out_option("results", help="Where the evaluation would write (its disk is checked).")
 @click.option("--json", "as_json", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--gpu-memory", type=click.FloatRange(min=0.1), default=None, metavar="GIB", help="Check against a GPU with this much memory instead of this machine's.")
 @click.option("--force", is_flag=True, help="Print the plan and exit 0 even when it does not fit.")

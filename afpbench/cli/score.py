@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from afpbench.cli._options import out_option
 from afpbench.cli._params import POSITIVE, SEED
 
 
@@ -13,7 +14,7 @@ from afpbench.cli._params import POSITIVE, SEED
 @click.option("--real-pool", default=None, help="Comma-separated real sets to pair with (default: as recorded).")
 @click.option("--bootstrap", type=POSITIVE, default=None, help="Bootstrap resamples (default: as recorded).")
 @click.option("--seed", type=SEED, default=None, help="Bootstrap seed (default: as recorded).")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the metrics as JSON here.")
+@out_option(file=True, help="Write the metrics as JSON to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of a table.")
 def command(predictions, data, real_pool, bootstrap, seed, out, as_json):
     """Recompute accuracy, averages and pair metrics from <results>/<detector>/predictions/*.parquet."""
@@ -35,4 +36,5 @@ def command(predictions, data, real_pool, bootstrap, seed, out, as_json):
     click.echo(f"{'average':>16} ({metrics.averages.n_sets} sets): {pct(metrics.averages.all)}")
     click.echo(f"{'held-out':>16} ({metrics.averages.n_held_out} sets): {pct(metrics.averages.held_out)}")
     for p in metrics.pairs:
-        click.echo(f"{p.fake:>16} vs {'+'.join(p.real) or 'itself'}: AUC {p.auc.value:.4f} AP {p.ap.value:.4f} EER {p.eer.value:.4f} TPR@1% {p.tpr_at_fpr_1.value:.4f} TPR@5% {p.tpr_at_fpr_5.value:.4f}")
+        click.echo(f"{p.fake:>16} vs {'+'.join(p.real) or 'itself'}: AUC {p.auc.value:.4f} AP {p.ap.value:.4f} EER {p.eer.value:.4f} "
+                   f"TPR@1% {p.tpr_at_fpr_1.value:.4f} TPR@5% {p.tpr_at_fpr_5.value:.4f}")

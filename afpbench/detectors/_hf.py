@@ -26,7 +26,7 @@ def from_pretrained_strict(cls: Any, src: str, what: str, **kw: Any) -> Any:
     """``cls.from_pretrained`` that refuses missing or mismatched weights loudly."""
     try:
         out = cls.from_pretrained(src, output_loading_info=True, **kw)
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         reason = " ".join(str(exc).split())[:200]
         raise WeightsError(
             f"Cannot load the {what} from '{src}' ({reason}); pass --base with a local folder holding it "

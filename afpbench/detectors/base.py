@@ -157,7 +157,7 @@ class Detector(abc.ABC):
         return out
 
     # -- hooks subclasses implement ------------------------------------------------------
-    def setup(self) -> None:
+    def setup(self) -> None:  # noqa: B027 - a hook: detectors without a model (constant, random) need nothing here
         """Build the model and load ``self.weights_path`` (None only when allowed)."""
 
     def preprocessing(self) -> Preprocessing:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from afpbench.detectors._rowfit import RowLogistic, row_value
 from afpbench.cards import Preprocessing, Variant
+from afpbench.detectors._rowfit import RowLogistic, row_value
 from afpbench.errors import AfpbenchError
 
 FEATURES = ("jpeg", "png", "webp", "other", "log_pixels", "bits_per_pixel", "square", "multiple_of_64")

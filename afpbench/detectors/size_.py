@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from afpbench.detectors._rowfit import RowLogistic, row_value
 from afpbench.cards import Preprocessing, Variant
+from afpbench.detectors._rowfit import RowLogistic, row_value
 from afpbench.errors import AfpbenchError
 
 FEATURES = ("log_pixels", "log_aspect", "multiple_of_64")

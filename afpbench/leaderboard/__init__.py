@@ -41,13 +41,13 @@ from typing import Any
 
 import numpy as np
 
-from afpbench._util.clock import utc_timestamp
 from afpbench import __version__
+from afpbench._util.clock import utc_timestamp
+from afpbench._util.hashing import sha256_file
 from afpbench._util.io import remove, tmp_name
 from afpbench._util.locking import lock_scope
 from afpbench.errors import AfpbenchError
 from afpbench.leaderboard import _summaries as S
-from afpbench._util.hashing import sha256_file
 from afpbench.leaderboard.html import render_html
 from afpbench.leaderboard.markdown import render_markdown, render_text_table
 from afpbench.results import (

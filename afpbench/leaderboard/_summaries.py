@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from afpbench._util.hashing import sha256_file
 from afpbench.errors import AfpbenchError
 from afpbench.metrics import PAIR_METRICS, mean_estimate, percentile_interval
-from afpbench._util.hashing import sha256_file
 from afpbench.results import (
     AuditPairSummary,
     AuditShortcut,

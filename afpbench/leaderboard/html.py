@@ -201,7 +201,8 @@ def _views(board: Leaderboard) -> list[str]:
                 cells += [_td(DASH, ""), _td(DASH, "")]
                 continue
             mark = " ▼" if row.flagged else ""
-            cells.append(_td(DASH, "") if row.view_auc is None else _td(f"{row.view_auc:.3f}{mark}", f"{row.view_auc:.6f}", "drop" if row.flagged else "", f"drops by more than {c.drop_flag}" if row.flagged else ""))
+            title = f"drops by more than {c.drop_flag}" if row.flagged else ""
+            cells.append(_td(DASH, "") if row.view_auc is None else _td(f"{row.view_auc:.3f}{mark}", f"{row.view_auc:.6f}", "drop" if row.flagged else "", title))
             cells.append(_num_td(row.drop, signed(row.drop)))
         rows.append(f'<tr class="measured" data-detector="{esc(det)}">{"".join(cells)}</tr>')
     taus = "".join(
