@@ -130,3 +130,138 @@ def test_matched_views_need_a_pool(photo):
         parse_view("codec-matched").apply(_enc(photo, "PNG"), 1, "r")
     with pytest.raises(AfpbenchError, match="no readable image"):
         PoolStats.from_bytes(["cam"], [b"junk"])
+
+
+# -- views in evaluate: the shortcut rows fall to chance once the shortcut is matched ------------
+def _crops(photos, n: int, seed: int, odd: bool = True) -> list[Image.Image]:
+    """Seeded crops of the bundled photos; odd sides (never a multiple of 64) when ``odd``."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        im = photos[i % len(photos)][1].convert("RGB")
+        w, h = rng.randrange(81, 161, 2), rng.randrange(81, 161, 2)
+        w, h = min(w, im.width - 1), min(h, im.height - 1)
+        x, y = rng.randint(0, im.width - w), rng.randint(0, im.height - h)
+        out.append(im.crop((x, y, x + w, y + h)))
+    return out
+
+
+def _write(root, name, images, label, fmt, quality=None):
+    from afpbench.dataset import DatasetWriter, make_row
+
+    with DatasetWriter(root, name, info={"recipe": {"name": name, "version": 1}}) as w:
+        for i, im in enumerate(images):
+            kw = {"quality": quality[i]} if quality else {}
+            enc = _enc(im, fmt, **kw)
+            w.add(make_row(id=f"{name}/{i:03d}", image=enc.data, label=label, dataset=name, width=im.width, height=im.height, format=enc.format), index=i)
+    w.finalize()
+
+
+@pytest.fixture(scope="module")
+def shortcut_sets(tmp_path_factory, photos):
+    """Real JPEGs and two fake sets made of the very same pictures: `codec_fake` differs only
+    by its codec (PNG), `size_fake` only by its size (every image 256x256, JPEG like the reals)."""
+    import random
+
+    root = tmp_path_factory.mktemp("views-data")
+    imgs = _crops(photos, 32, seed=3)
+    q = [random.Random(i).choice([75, 85, 95]) for i in range(len(imgs))]
+    _write(root, "cam_real", imgs, 0, "JPEG", q)
+    _write(root, "codec_fake", imgs, 1, "PNG")
+    _write(root, "size_fake", [im.resize((256, 256)) for im in imgs], 1, "JPEG", q)
+    return root
+
+
+def _evaluate(root, out, detectors, views, **kw):
+    from afpbench.evaluate import EvalConfig, evaluate
+
+    cfg = EvalConfig(detectors=detectors, data=[root], datasets=["cam_real", "codec_fake", "size_fake"], views=views, out=out,
+                     real_pool=["cam_real"], bootstrap=200, progress=False, **{"batch_size": 8, "num_workers": 0, **kw})
+    return {e.path.parent.name: e.results for e in evaluate(cfg)}
+
+
+def _auc(results, fake):
+    return next(p for p in results.metrics.pairs if p.fake == fake).auc
+
+
+def test_format_and_size_rows_fall_to_chance_under_the_matched_views(shortcut_sets, tmp_path):
+    res = _evaluate(shortcut_sets, tmp_path / "r", ["format", "size"], ["native", "codec-matched", "size-matched"])
+    assert set(res) == {"format", "size", "format@codec-matched", "size@codec-matched", "format@size-matched", "size@size-matched"}
+    # Native: format reads the codec, size reads the size; each pair is given away by its shortcut.
+    assert _auc(res["format"], "codec_fake").value == 1.0
+    assert _auc(res["size"], "size_fake").value == 1.0
+    # Matched: the very same shortcut rows fall to chance on the pair whose only difference it was.
+    for name, fake in (("format@codec-matched", "codec_fake"), ("size@size-matched", "size_fake")):
+        auc = _auc(res[name], fake)
+        assert auc.ci_low <= 0.5 <= auc.ci_high and abs(auc.value - 0.5) < 0.1, (name, auc)
+    # A view only harmonises its own shortcut: the codec pair still differs in codec under size-matched.
+    assert _auc(res["format@size-matched"], "codec_fake").value == 1.0
+    # The view is recorded, with the pool it drew from (its sets and their fingerprints).
+    v = res["format@codec-matched"].view
+    assert v.name == "codec-matched" and v.rows == "fakes" and v.pool["real_pool"] == ["cam_real"]
+    assert v.pool["fingerprints"]["cam_real"] == res["format"].datasets[0].fingerprint
+    assert set(v.pool["jpeg_qualities"]) == {75, 85, 95} and res["format"].view is None
+
+
+def test_matched_draws_do_not_depend_on_batch_or_worker(shortcut_sets, tmp_path):
+    from afpbench.results import read_predictions
+
+    a = _evaluate(shortcut_sets, tmp_path / "a", ["format"], ["codec-matched"], batch_size=3, num_workers=0)
+    b = _evaluate(shortcut_sets, tmp_path / "b", ["format"], ["codec-matched"], batch_size=16, num_workers=1)
+    for d in a["format@codec-matched"].datasets:
+        pa = read_predictions(tmp_path / "a" / "format@codec-matched" / d.predictions.path)
+        pb = read_predictions(tmp_path / "b" / "format@codec-matched" / d.predictions.path)
+        assert pa.ids == pb.ids and np.array_equal(pa.scores, pb.scores)
+    # A row-level detector sees the rewritten file: the fakes' format scores now vary with
+    # their drawn quality's bits per pixel, not with PNG vs JPEG.
+    native = _evaluate(shortcut_sets, tmp_path / "n", ["format"], ["native"])
+    p_native = read_predictions(tmp_path / "n" / "format" / "predictions" / "codec_fake.parquet")
+    p_view = read_predictions(tmp_path / "a" / "format@codec-matched" / "predictions" / "codec_fake.parquet")
+    assert p_native.scores.min() > p_view.scores.max()
+    assert native["format"].view is None
+
+
+def test_crop_view_lists_what_it_leaves_out(shortcut_sets, tmp_path):
+    from afpbench.leaderboard import build_leaderboard, load_checked
+    from afpbench.results import read_predictions
+
+    res = _evaluate(shortcut_sets, tmp_path / "c", ["size"], ["crop:128"])["size@crop-128"]
+    for d in res.datasets:
+        p = read_predictions(tmp_path / "c" / "size@crop-128" / d.predictions.path)
+        assert len(p.ids) == d.rows_evaluated and d.rows_evaluated + len(d.refused or []) == d.rows_total
+        assert not set(p.ids) & set(d.refused or [])
+    real = next(d for d in res.datasets if d.name == "cam_real")
+    assert real.refused  # some 81-159 px crops are smaller than 128
+    # Every crop is exactly 128x128: the size row cannot tell the sets apart any more.
+    assert _auc(res, "size_fake").value == 0.5
+    # The leaderboard accepts the rows a view refused (they are listed, not missing).
+    board = build_leaderboard(load_checked([tmp_path / "c" / "size@crop-128" / "results.json"]), profile=None, reported=False)
+    assert board.entries and board.entries[0].view.name == "crop:128"
+
+
+def test_chain_suite_records_each_image_s_draw(shortcut_sets, tmp_path):
+    from afpbench.perturb import parse_perturbation
+    from afpbench.results import read_predictions
+
+    res = _evaluate(shortcut_sets, tmp_path / "ch", ["format"], ["native"], perturb=[None, "chain"], perturb_seed=5)
+    chain = res["format@chain-seed5"]
+    assert chain.perturbation.name == "chain" and chain.perturbation.families["jpeg"] == [30, 95]
+    suite = parse_perturbation("chain", seed=5)
+    p = read_predictions(tmp_path / "ch" / "format@chain-seed5" / "predictions" / "codec_fake.parquet")
+    assert p.conditions == [suite.condition(rid) for rid in p.ids] and len(set(p.conditions)) > 5
+    # Clean rows carry no per-image condition; the chain moves the format row off its perfect score.
+    assert read_predictions(tmp_path / "ch" / "format" / "predictions" / "codec_fake.parquet").conditions is None
+    assert _auc(chain, "codec_fake").value < _auc(res["format"], "codec_fake").value == 1.0
+
+
+def test_cli_views(shortcut_sets, tmp_path):
+    from helpers import run_cli
+
+    res = run_cli("evaluate", "--detector", "format", "--data", str(shortcut_sets), "--datasets", "cam_real,codec_fake", "--view", "native",
+                  "--view", "codec-matched", "--out", str(tmp_path / "r"), "--bootstrap", "50", "--no-progress", "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "r" / "format@codec-matched" / "results.json").is_file()
+    res = run_cli("evaluate", "--detector", "format", "--data", str(shortcut_sets), "--view", "codec-match", "--out", str(tmp_path / "x"))
+    assert res.returncode == 2 and "codec-matched" in res.stderr and res.stderr.count("\n") == 1

@@ -41,8 +41,10 @@ def _roles(value: str | None) -> dict[str, str]:
 @click.option("--data", multiple=True, required=True, type=click.Path(), help="Folder holding one folder per set; may repeat.")
 @click.option("--datasets", help="Comma-separated sets to evaluate (default: the profile's, else every folder found).")
 @click.option("--profile", help="Benchmark profile: v3 or v1 (sets and held-in/held-out roles).")
-@click.option("--perturb", multiple=True, help="Robustness suite (jpeg:Q, blur:S, resize:F, crop:N, noise:S, social, none); may repeat.")
+@click.option("--perturb", multiple=True, help="Robustness suite (jpeg:Q, webp:Q, blur:S, resize:F, crop:N, noise:S, ..., social, chain, none); may repeat.")
 @click.option("--perturb-seed", type=SEED, default=0, show_default=True, help="Seed of the perturbation suites.")
+@click.option("--view", "views", multiple=True, help="View of the stored bytes (native, jpeg:Q, codec-matched, size-matched, crop:N); may repeat: every view in one pass.")
+@click.option("--view-seed", type=SEED, default=0, show_default=True, help="Seed of the matched views' per-row draws.")
 @click.option("--batch-size", type=POSITIVE, default=32, show_default=True)
 @device_option()
 @dtype_option(help="Default: the detector's.")
@@ -56,7 +58,7 @@ def _roles(value: str | None) -> dict[str, str]:
 @workers_option(default=None, help="DataLoader workers (default: spare cores, max 4).")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Reuse cached scores of an earlier (killed) run.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def command(detectors, weights, bases, detector_option, data, datasets, profile, perturb, perturb_seed, batch_size, device, dtype, limit, out,
+def command(detectors, weights, bases, detector_option, data, datasets, profile, perturb, perturb_seed, views, view_seed, batch_size, device, dtype, limit, out,
             real_pool, calibrate_on, roles, bootstrap, seed, num_workers, resume, progress):
     """Evaluate detectors on test sets; writes <out>/<detector>/predictions/*.parquet and results.json."""
     from pathlib import Path
@@ -68,7 +70,7 @@ def command(detectors, weights, bases, detector_option, data, datasets, profile,
     opts = detector_options(list(detectors), list(detector_option))
     cfg = EvalConfig(
         detectors=[DetectorSpec(d, x, y, o) for d, x, y, o in zip(detectors, w, b, opts)], data=[Path(d) for d in data], datasets=_csv(datasets), profile=profile,
-        perturb=list(perturb) or [None], perturb_seed=perturb_seed, out=Path(out), batch_size=batch_size, device=device, dtype=dtype,
+        perturb=list(perturb) or [None], perturb_seed=perturb_seed, views=list(views) or [None], view_seed=view_seed, out=Path(out), batch_size=batch_size, device=device, dtype=dtype,
         limit=limit, roles=_roles(roles), real_pool=_csv(real_pool), calibrate_on=_csv(calibrate_on) or [], bootstrap=bootstrap, seed=seed,
         num_workers=num_workers, resume=resume, progress=progress, command=["afpbench", *sys.argv[1:]],
     )
