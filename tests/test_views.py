@@ -209,7 +209,7 @@ def test_matched_draws_do_not_depend_on_batch_or_worker(shortcut_sets, tmp_path)
     from afpbench.results import read_predictions
 
     a = _evaluate(shortcut_sets, tmp_path / "a", ["format"], ["codec-matched"], batch_size=3, num_workers=0)
-    b = _evaluate(shortcut_sets, tmp_path / "b", ["format"], ["codec-matched"], batch_size=16, num_workers=1)
+    _evaluate(shortcut_sets, tmp_path / "b", ["format"], ["codec-matched"], batch_size=16, num_workers=1)
     for d in a["format@codec-matched"].datasets:
         pa = read_predictions(tmp_path / "a" / "format@codec-matched" / d.predictions.path)
         pb = read_predictions(tmp_path / "b" / "format@codec-matched" / d.predictions.path)
