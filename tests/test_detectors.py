@@ -107,7 +107,7 @@ def test_bad_device_and_dtype_are_one_line_errors():
     with pytest.raises(AfpbenchError, match="Unknown dtype"):
         load_detector("constant", dtype="float8")
     if not torch.cuda.is_available():
-        with pytest.raises(AfpbenchError, match="no CUDA GPU"):
+        with pytest.raises(AfpbenchError, match="no CUDA device"):
             load_detector("constant", device="cuda")
 
 
