@@ -626,3 +626,9 @@ __all__ = [
     "AuditConfig", "AuditReport", "PairAudit", "SetProfile", "ImageFeatures", "audit", "image_features", "estimate_jpeg_quality",
     "ijg_tables", "load_audit", "audit_schema", "render_markdown", "FLAG_AUC", "SHORTCUTS",
 ]
+
+
+# ``afpbench.audit(...)`` calls audit even after this module was imported (see afpbench._util.callable_module).
+from afpbench._util.callable_module import make_callable  # noqa: E402
+
+make_callable(__name__, audit)

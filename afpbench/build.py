@@ -546,3 +546,9 @@ def build(recipe_name: str, config: BuildConfig | None = None, *, overwrite: boo
     procs.barrier()
     procs.close()
     return final
+
+
+# ``afpbench.build(...)`` calls build even after this module was imported (see afpbench._util.callable_module).
+from afpbench._util.callable_module import make_callable  # noqa: E402
+
+make_callable(__name__, build)

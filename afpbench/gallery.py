@@ -207,3 +207,9 @@ def render_gallery(sets: dict[str, SetGallery], pool: Sequence[str], per_set: in
 
 
 __all__ = ["GalleryConfig", "Gallery", "SetGallery", "Thumb", "build_gallery", "render_gallery", "PAGE"]
+
+
+# ``afpbench.gallery(...)`` calls build_gallery even after this module was imported (see afpbench._util.callable_module).
+from afpbench._util.callable_module import make_callable  # noqa: E402
+
+make_callable(__name__, build_gallery)

@@ -59,6 +59,19 @@ def detector_rows() -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def list_detectors(kind: str | None = "detector") -> list[str]:
+    """Every selectable ``name[.tag]`` (``kind``: "detector", "sanity", "test", or None for all;
+    plugins, whose kind is unknown until imported, are always listed). No torch import."""
+    _, rows = detector_rows()
+    return [r[0] for r in rows if kind is None or r[1] in (kind, "plugin")]
+
+
+def list_datasets(profile: str = "v3") -> list[str]:
+    """The sets of a benchmark profile (``all``: every recipe), in the profile's order."""
+    _, rows = listing_rows("datasets", profile)
+    return [r[0] for r in rows]
+
+
 def render_table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)

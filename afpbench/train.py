@@ -537,3 +537,9 @@ def load_train_result(path: str | Path) -> TrainResult:
 
 
 __all__ = ["TrainConfig", "TrainResult", "EpochLog", "train", "load_train_result", "train_result_schema", "PAPER_RECIPE", "TRAIN_SCHEMA_VERSION"]
+
+
+# ``afpbench.train(...)`` calls train even after this module was imported (see afpbench._util.callable_module).
+from afpbench._util.callable_module import make_callable  # noqa: E402
+
+make_callable(__name__, train)

@@ -44,6 +44,7 @@ SUBCOMMANDS = {
     "audit": "audit",
     "gallery": "gallery",
     "compare": "compare",
+    "detect": "detect",
     "push": "push",
     "env": "env",
     "train": "train",

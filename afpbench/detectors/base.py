@@ -259,6 +259,13 @@ class Detector(abc.ABC):
             "threshold_policy": self.threshold_policy,
         }
 
+    def predict(self, images: Any, *, batch_size: int = 16) -> list[Any]:
+        """P(fake) and decision for paths, PIL images or numpy arrays, through evaluate's pass
+        (:func:`afpbench.detect.predict`): ``[Prediction(p_fake, fake, threshold), ...]``."""
+        from afpbench.detect import predict
+
+        return predict(self, images, batch_size=batch_size)
+
     def describe(self) -> "DetectorInfo":
         """What a results file records about this detector (the Scorer contract)."""
         import json

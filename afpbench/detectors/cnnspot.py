@@ -165,6 +165,10 @@ class CNNSpot(Detector, Trainable):
     def forward_scores(self, batch: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.model(pixel_values=batch).logits.float()[:, 0])
 
+    def gradcam(self) -> tuple[Any, Any]:
+        """Grad-CAM target for ``detect --explain``: the last ResNet stage, and the fake logit."""
+        return self.model.resnet.encoder.stages[-1], lambda x: self.model(pixel_values=x).logits[:, :1]
+
     def bare_forward(self, batch: torch.Tensor) -> Any:
         return self.model(pixel_values=batch).logits
 

@@ -124,6 +124,10 @@ class NPR(Detector):
                 out[i] = res[j]
         return torch.stack(out)
 
+    def gradcam(self) -> tuple[Any, Any]:
+        """Grad-CAM target for ``detect --explain``: layer2 (the last one NPR keeps), and the fake logit."""
+        return self.model.layer2, lambda x: self.model(self.residual(x) * (2.0 / 3.0))
+
     def features(self, batch: Any) -> torch.Tensor:
         """Pooled layer2 features (the input of ``fc1``), one row per image."""
         return self._per_size(batch, lambda x: self.model.features(self.residual(x) * (2.0 / 3.0))).float()

@@ -151,6 +151,15 @@ class SAFE(Detector):
     def forward_scores(self, batch: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.model(self.dwt(batch)).float(), dim=1)[:, 1]
 
+    def gradcam(self) -> tuple[Any, Any]:
+        """Grad-CAM target for ``detect --explain``: layer2, and the fake-minus-real logit."""
+
+        def logit(x: torch.Tensor) -> torch.Tensor:
+            out = self.model(self.dwt(x))
+            return out[:, 1:2] - out[:, 0:1]
+
+        return self.model.layer2, logit
+
     def bare_forward(self, batch: torch.Tensor) -> Any:
         return self.model(self.dwt(batch))
 

@@ -95,7 +95,7 @@ def _run(cfg: EvalConfig, bootstrap: BootstrapConfig, pg: ProcessGroup) -> list[
     views = _views(cfg, sets, roles, pg)
     # Under a launcher, "cuda" means this rank's device, as "auto" does (CPU for a gloo launch).
     device = resolve_device("auto" if (pg.distributed and cfg.device == "cuda") else cfg.device, pg.device)
-    detectors = pipeline.load_detectors(cfg, device)
+    detectors = pipeline.load_detectors(cfg.detectors, device, cfg.dtype)
     jobs = [
         Job(d, p, det, weights, pert, cfg.out, view_pos=v, view=view)
         for d, (det, weights) in enumerate(detectors) for v, view in enumerate(views) for p, pert in enumerate(perts)
@@ -111,7 +111,7 @@ def _run(cfg: EvalConfig, bootstrap: BootstrapConfig, pg: ProcessGroup) -> list[
 
     plan = pipeline.plan_rows(jobs, sets, cfg.resume, pg, _kept_rows(jobs, sets, views))
     writer = CacheWriter(pg.rank, cfg.flush_every, cfg.flush_seconds)
-    stats = pipeline.score_pass(cfg, pg, device, sets, jobs, perts, plan, writer, views)
+    stats = pipeline.score_pass(pipeline.PassOptions(cfg.batch_size, cfg.num_workers, cfg.progress), pg, device, sets, jobs, perts, plan, writer, views)
     # Every process's new scores, timings and memory, on the main process.
     reports = pg.gather(ProcessReport(
         scores=writer.new_scores(), scored=stats.scored, wall=stats.wall, threads=stats.torch_threads,
@@ -218,3 +218,9 @@ def _lock_jobs(cfg: EvalConfig, pg: ProcessGroup, jobs: list[Job]) -> None:
 
 
 __all__ = ["DetectorSpec", "EvalConfig", "EvalSet", "Evaluation", "detector_options", "evaluate", "locate_sets", "resolve_sets"]
+
+
+# ``afpbench.evaluate(...)`` calls evaluate even after this module was imported (see afpbench._util.callable_module).
+from afpbench._util.callable_module import make_callable  # noqa: E402
+
+make_callable(__name__, evaluate)

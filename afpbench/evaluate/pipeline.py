@@ -25,7 +25,7 @@ import torch
 from afpbench.detectors.base import Scorer
 from afpbench.errors import AfpbenchError, DatasetError
 from afpbench.evaluate.cache import CacheWriter, cache_dir, read_cached
-from afpbench.evaluate.config import DetectorSpec, EvalConfig, Job
+from afpbench.evaluate.config import DetectorSpec, Job
 
 if TYPE_CHECKING:  # pragma: no cover
     from afpbench._util.runtime import ProcessGroup
@@ -35,16 +35,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 # -- detectors --------------------------------------------------------------------------------
-def load_detectors(cfg: EvalConfig, device: str) -> list[tuple[Scorer, str | None]]:
-    """The config's detectors, loaded on ``device``, with the weights the user gave each."""
+def load_detectors(specs: Sequence[str | DetectorSpec | Scorer], device: str, dtype: str | None = None) -> list[tuple[Scorer, str | None]]:
+    """The detectors (names, specs or built objects), loaded on ``device``, with the weights the user gave each."""
     out: list[tuple[Scorer, str | None]] = []
-    for spec in cfg.detectors:
+    for spec in specs:
         if isinstance(spec, str):
             spec = DetectorSpec(spec)
         if isinstance(spec, DetectorSpec):
             from afpbench.detectors import load_detector
 
-            det = load_detector(spec.name, weights=spec.weights, base=spec.base, device=device, dtype=cfg.dtype, options=spec.options)
+            det = load_detector(spec.name, weights=spec.weights, base=spec.base, device=device, dtype=dtype, options=spec.options)
             out.append((det, spec.weights))
         else:
             out.append((spec, None))
@@ -229,6 +229,15 @@ def plan_rows(jobs: list[Job], sets: dict[str, EvalSet], resume: bool, pg: Proce
 
 # -- the pass -----------------------------------------------------------------------------------------
 @dataclass
+class PassOptions:
+    """How the pass runs: batch size, DataLoader workers (None: one per spare core, max 4), progress bar."""
+
+    batch_size: int = 32
+    num_workers: int | None = None
+    progress: bool = True
+
+
+@dataclass
 class PassStats:
     """What this process's pass did: rows scored, wall seconds, workers and torch threads used."""
 
@@ -256,7 +265,7 @@ def _to_numpy(scores: Any, n: int, job: Job, set_name: str) -> np.ndarray:
     return arr
 
 
-def score_pass(cfg: EvalConfig, pg: ProcessGroup, device: str, sets: dict[str, EvalSet], jobs: list[Job], perts: Sequence[Perturbation | None],
+def score_pass(cfg: PassOptions, pg: ProcessGroup, device: str, sets: dict[str, EvalSet], jobs: list[Job], perts: Sequence[Perturbation | None],
                plan: RowPlan, writer: CacheWriter, views: Sequence[View | None] | None = None) -> PassStats:
     """The one pass over this process's rows; every score goes to ``writer`` as it comes."""
     needed = {k: v for k, v in plan.needed.items() if len(v)}
@@ -306,4 +315,4 @@ def score_pass(cfg: EvalConfig, pg: ProcessGroup, device: str, sets: dict[str, E
     return PassStats(scored, time.perf_counter() - t0, workers, torch_threads)
 
 
-__all__ = ["file_fields", "PassDataset", "PassStats", "RowPlan", "cpu_count", "default_workers", "load_detectors", "peak_gpu_memory", "plan_rows", "plan_work_units", "score_pass"]
+__all__ = ["file_fields", "PassDataset", "PassOptions", "PassStats", "RowPlan", "cpu_count", "default_workers", "load_detectors", "peak_gpu_memory", "plan_rows", "plan_work_units", "score_pass"]

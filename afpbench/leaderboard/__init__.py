@@ -530,3 +530,9 @@ def build_site(
 
 
 __all__ = ["build_leaderboard", "build_site", "load_checked", "render_html", "render_markdown", "render_text_table"]
+
+
+# ``afpbench.leaderboard(...)`` calls build_site even after this module was imported (see afpbench._util.callable_module).
+from afpbench._util.callable_module import make_callable  # noqa: E402
+
+make_callable(__name__, build_site)
