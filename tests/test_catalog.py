@@ -1,17 +1,15 @@
-"""The catalog: 23 v3 sets + lte, generator cards, profiles, registry errors."""
+"""The catalog: 23 v3 sets + lte, generator cards, profiles, unknown-name errors."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
 from afpbench import catalog
 from afpbench.errors import AfpbenchError, UnknownNameError
-from afpbench.registry import Registry
 
 V3 = ["coco", "flickr", "sd2", "sd3", "sdxl", "if", "dalle2", "dalle3", "playground_v25", "diffusiondb", "sgxl", "glide",
       "stylization", "df", "dfdc", "ffpp", "lama", "sd2ip", "liif", "sd2sr", "adversarial", "backdoor", "data_poisoning"]
@@ -103,26 +101,6 @@ def test_bad_recipe_fails_loudly_with_the_file_named(tmp_path, monkeypatch):
         monkeypatch.delenv("AFPBENCH_CATALOG")
         for f in (catalog.recipes, catalog.generators, catalog.profiles):
             f.cache_clear()
-
-
-def test_registry_lazy_entries_tags_and_plugins(tmp_path, monkeypatch):
-    reg: Registry = Registry("widget", "afpbench.test_widgets")
-    reg.register_lazy("json_dumps", "json:dumps")
-    assert "json_dumps" in reg.names() and reg.target("json_dumps") == "json:dumps"
-    assert reg.get("json_dumps.pretty") is __import__("json").dumps
-    with pytest.raises(UnknownNameError, match="Did you mean: json_dumps"):
-        reg.get("json_dump")
-    with pytest.raises(ValueError):
-        reg.register("a.b", object())
-    # An entry-point plugin, installed as a real distribution on sys.path.
-    dist = tmp_path / "plug-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: plug\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[afpbench.test_widgets]\nplugged = textwrap:dedent\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    fresh: Registry = Registry("widget", "afpbench.test_widgets")
-    assert fresh.names() == ["plugged"]
-    assert fresh.get("plugged") is textwrap.dedent
 
 
 def test_catalog_ships_in_the_wheel_and_list_works_from_anywhere(tmp_path):
