@@ -224,7 +224,7 @@ class EmptyWeightsBackend(DiffusionBackend):
 def build_backend(recipe_name: str, *, dtype: str = "fp16", params: dict[str, Any] | None = None, model: str | None = None) -> EmptyWeightsBackend:
     """The recipe's diffusion backend, loaded from the shipped configs (one folder per stage)."""
     from afpbench.catalog import get_generator, get_recipe
-    from afpbench.generate.base import BuildConfig
+    from afpbench.plan import BuildConfig
 
     _quiet()
     recipe = get_recipe(recipe_name)

@@ -18,9 +18,10 @@ import _nets
 from afpbench.catalog import get_generator, get_recipe
 from afpbench.errors import AfpbenchError, UnknownNameError
 from afpbench.generate.attacks import AttackBackend, preprocess, resolve_attack
-from afpbench.generate.base import BuildConfig, WorkItem
+from afpbench.plan import BuildConfig, WorkItem
 from afpbench.generate.classifier import load_classifier
 from afpbench.seeding import row_seed
+from afpbench.sources import SourceInputs
 
 CLASSIFIER = "efficientnet-lite0"
 
@@ -47,7 +48,7 @@ def photo_rows():
 
 def make(recipe: str, model: str = CLASSIFIER, **params) -> AttackBackend:
     r = get_recipe(recipe)
-    return AttackBackend(r, get_generator(r.generator), BuildConfig(model=model, params=params, device="cpu"))
+    return AttackBackend(r, get_generator(r.generator), BuildConfig(model=model, params=params, device="cpu"), SourceInputs())
 
 
 def as_bytes(outputs) -> list[bytes]:

@@ -17,8 +17,8 @@ import pytest
 from afpbench.build import build
 from afpbench.dataset import decode_image, open_dataset, verify
 from afpbench.errors import AfpbenchError
-from afpbench.generate.base import BuildConfig
 from afpbench.generate.tiny import build_tiny_pipeline
+from afpbench.plan import BuildConfig
 
 SMALL = {"height": 32, "width": 32, "num_inference_steps": 2}
 IF_SMALL = {"num_inference_steps": 2, "stage2_num_inference_steps": 2, "stage3_num_inference_steps": 2}
@@ -203,7 +203,7 @@ def test_cuda_without_gpu(tiny, captions, tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible; this checks the message on machines without one")
-    with pytest.raises(AfpbenchError, match="no CUDA device"):
+    with pytest.raises(AfpbenchError, match="no CUDA GPU"):
         build("sd2", BuildConfig(out=tmp_path, count=2, model=str(tiny("sd")), source=str(captions), device="cuda", params=dict(SMALL), quiet=True))
 
 

@@ -18,7 +18,7 @@ import torch
 import _nets
 from afpbench.catalog import get_generator, get_recipe
 from afpbench.errors import AfpbenchError, UnknownNameError
-from afpbench.generate.base import BuildConfig, WorkItem
+from afpbench.plan import BuildConfig, WorkItem
 from afpbench.generate.masks import MaskConfig, make_mask
 from afpbench.generate.network import NetworkBackend, fit_square
 from afpbench.seeding import row_seed

@@ -16,7 +16,7 @@ from PIL import Image
 
 from afpbench.catalog import get_recipe
 from afpbench.errors import AfpbenchError
-from afpbench.generate.base import BuildConfig
+from afpbench.plan import BuildConfig
 from afpbench.seeding import row_seed
 from afpbench.sources import load_input, load_original, parse_source, plan, scale_mix
 from afpbench.sources import captions as cap
@@ -346,3 +346,28 @@ def test_diffusiondb_errors(diffusiondb, tmp_path):
     with pytest.raises(AfpbenchError, match="save_to_disk"):
         build("diffusiondb", BuildConfig(out=tmp_path, count=2, quiet=True))  # the hub id, offline and not cached
     assert not (tmp_path / "diffusiondb").exists()
+
+
+# -- the image-folder walker (shared with afpbench import) ------------------------------
+def test_image_listing_rules(tmp_path):
+    """What a build lists from an image folder: image extensions in any case, no hidden entries,
+    no special files; a link to a folder inside the tree is refused (its images would be listed twice)."""
+    import os
+
+    from afpbench.sources.files import iter_image_files, walk
+
+    root = tmp_path / "imgs"
+    (root / "sub").mkdir(parents=True)
+    (root / ".cache").mkdir()
+    for rel in ("b.JPG", "a.png", "sub/c.webp", "notes.txt", ".hidden.png", ".cache/d.png"):
+        (root / rel).write_bytes(b"x")
+    os.mkfifo(root / "pipe.png")
+    assert list(iter_image_files(root)) == ["a.png", "b.JPG", "sub/c.webp"]
+    assert list(iter_image_files(root, include_hidden=True)) == [".cache/d.png", ".hidden.png", "a.png", "b.JPG", "sub/c.webp"]
+    # The import walk sees every entry, the special file as a report.
+    seen = {e.relpath: e.problem for e in walk(root, include_hidden=True)}
+    assert seen["notes.txt"] is None and seen["pipe.png"] == "not a regular file" and len(seen) == 7
+    os.symlink(root / "sub", root / "alias")
+    with pytest.raises(AfpbenchError, match="alias is a symbolic link to sub, a folder inside") as exc:
+        list(iter_image_files(root))
+    assert "\n" not in str(exc.value)
