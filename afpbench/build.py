@@ -420,7 +420,12 @@ def _run(recipe, card, backend_name: str, config: BuildConfig, planned, name: st
     same_build = _check_target(final, key, overwrite)
     _check_partial(out, name, key)
 
-    backend = BACKENDS.get(backend_name)(recipe, card, config, inputs)
+    from afpbench.generate.base import check_recipe
+    from afpbench.sources import source
+
+    backend_cls = BACKENDS.get(backend_name)
+    check_recipe(backend_cls, recipe, card, source(recipe.source.kind).param_names)
+    backend = backend_cls(recipe, card, config, inputs)
     t0 = time.monotonic()
     provenance = backend.load()
     load_seconds = time.monotonic() - t0

@@ -49,6 +49,7 @@ from afpbench.plan import BuildConfig, WorkItem
 from afpbench.registry import did_you_mean
 
 TASKS = ("attack", "backdoor", "poison")
+TASK_ALIASES = {"adversarial": "attack", "data_poisoning": "poison"}
 TRIGGERS = ("badnets", "blended")
 TARGET_MODES = ("random", "least_likely")
 # torchattacks classes that cannot be built from a model and keyword params alone.
@@ -148,11 +149,12 @@ class AttackBackend(Backend):
     """Adversarial examples, backdoor triggers and clean-label poisons on ImageNet images."""
 
     kind = "attacks"
+    tasks = TASKS + tuple(TASK_ALIASES)
+    param_names = frozenset(f.name for f in fields(AttackParams))
 
     def __init__(self, recipe, card, config: BuildConfig, inputs=None):
         super().__init__(recipe, card, config, inputs)
-        aliases = {"adversarial": "attack", "data_poisoning": "poison"}
-        self.task = aliases.get(recipe.task or "attack", recipe.task or "attack")
+        self.task = TASK_ALIASES.get(recipe.task or "attack", recipe.task or "attack")
         if self.task not in TASKS:
             raise did_you_mean(self.task, list(TASKS), "attack task", f"Set 'task' in recipes/{recipe.name}.yaml to one of {', '.join(TASKS)}.")
         defaults = {k: v for k, v in (dict(card.defaults) if card else {}).items() if k in {f.name for f in fields(AttackParams)}}

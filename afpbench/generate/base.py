@@ -48,6 +48,11 @@ class Backend:
 
     #: The registered name (afpbench.registry.BACKENDS) of the backend.
     kind: ClassVar[str] = ""
+    #: The recipe tasks it runs.
+    tasks: ClassVar[tuple[str, ...]] = ()
+    #: The recipe parameters and generator-card defaults it reads (with its source's, every
+    #: parameter a recipe may have: another one is a typo; see ``check_recipe``).
+    param_names: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, recipe: "Recipe", card: "GeneratorCard | None", config: BuildConfig, inputs: Inputs | None = None):
         self.recipe = recipe
@@ -90,6 +95,23 @@ class Backend:
         return {}
 
 
+def check_recipe(backend: type[Backend], recipe: "Recipe", card: "GeneratorCard | None", source_params: frozenset[str] = frozenset()) -> None:
+    """Refuse, before anything loads, a recipe the backend cannot run: another task, or a parameter
+    (recipe or card default) that neither the backend nor the recipe's source reads."""
+    from afpbench.registry import did_you_mean
+
+    name = backend.kind or backend.__name__
+    if recipe.task not in backend.tasks:
+        raise AfpbenchError(f"'{recipe.name}' has task '{recipe.task}', which the {name} backend does not run ({', '.join(backend.tasks)}); fix recipes/{recipe.name}.yaml.")
+    known = sorted(backend.param_names | source_params)
+    for key in recipe.params:
+        if key not in backend.param_names | source_params:
+            raise did_you_mean(key, known, f"parameter of recipe '{recipe.name}'", f"Neither the {name} backend nor the recipe's source reads it; fix recipes/{recipe.name}.yaml.")
+    for key in card.defaults if card is not None else ():
+        if key not in backend.param_names:
+            raise did_you_mean(key, sorted(backend.param_names), f"default of generator card '{card.name}'", f"The {name} backend does not read it; fix generators/{card.name}.yaml.")
+
+
 # -- device and dtype -----------------------------------------------------------------
 def build_dtype(config: BuildConfig, card: "GeneratorCard | None", device: str) -> str:
     """``--dtype`` if given, else the card's dtype on a GPU and float32 elsewhere; float16 off the GPU is refused.
@@ -103,4 +125,4 @@ def build_dtype(config: BuildConfig, card: "GeneratorCard | None", device: str) 
     return DTYPES[dtype_name(compute)][1]
 
 
-__all__ = ["Backend", "Output", "build_dtype"]
+__all__ = ["Backend", "Output", "build_dtype", "check_recipe"]

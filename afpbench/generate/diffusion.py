@@ -25,9 +25,19 @@ from afpbench._util.hashing import revision_of
 from afpbench._util.hub import offline
 from afpbench.errors import AfpbenchError
 from afpbench.generate.base import Backend, Output, build_dtype
+from afpbench.generate.masks import PARAM_NAMES as MASK_PARAMS
 from afpbench.plan import WorkItem, looks_like_path
 
 TASKS = ("text2image", "inpaint", "upscale", "controlnet")
+# Every parameter the backend reads (self.param / self.params), the masks' included.
+PARAMS = frozenset({
+    "num_inference_steps", "guidance_scale", "height", "width", "negative_prompt", "use_t5",  # text-to-image
+    "stage2_num_inference_steps", "stage2_guidance_scale", "stage2_noise_level",  # the IF cascade
+    "stage3_num_inference_steps", "stage3_guidance_scale", "stage3_noise_level",
+    "strength", "composite",  # inpainting (+ the mask parameters)
+    "scale", "downscale", "noise_level",  # x4 upscaling
+    "canny_low", "canny_high", "canny_sigma", "controlnet_conditioning_scale",  # ControlNet
+}) | MASK_PARAMS
 # Folders saved as another class that a pipeline may still load (the hub's SD 1.5 base
 # folder is a StableDiffusionPipeline; the ControlNet is given separately).
 COMPATIBLE = {"StableDiffusionControlNetPipeline": ("StableDiffusionPipeline",)}
@@ -77,6 +87,8 @@ def _commit_of(path: str | None) -> str | None:
 
 class DiffusionBackend(Backend):
     kind = "diffusion"
+    tasks = TASKS
+    param_names = PARAMS
 
     def __init__(self, recipe, card, config, inputs=None):
         super().__init__(recipe, card, config, inputs)
@@ -209,8 +221,6 @@ class DiffusionBackend(Backend):
         card = self.card
         if card is None or not card.pipeline:
             raise AfpbenchError(f"'{self.recipe.name}' has no diffusers pipeline in its generator card; fix generators/{self.recipe.generator}.yaml.")
-        if self.recipe.task not in TASKS:
-            raise AfpbenchError(f"'{self.recipe.name}' has task '{self.recipe.task}', which the diffusion backend does not run ({', '.join(TASKS)}); fix the recipe.")
         self.device = resolve_device(self.config.device)
         self.dtype = build_dtype(self.config, card, self.device)
         if self.config.quiet:

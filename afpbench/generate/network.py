@@ -39,11 +39,14 @@ from afpbench.errors import AfpbenchError
 from afpbench.generate._tensors import pil_to_tensor, tensor_to_pil
 from afpbench.generate._usernet import DOCS, load_user_network
 from afpbench.generate.base import Backend, Output, build_dtype
+from afpbench.generate.masks import PARAM_NAMES as MASK_PARAMS
 from afpbench.generate.masks import MaskConfig, make_mask
 from afpbench.plan import BuildConfig, WorkItem
 from afpbench.registry import did_you_mean
 
 PIPELINES = ("inpaint", "super_resolution", "class_to_image", "text_to_image")
+# The recipe task each pipeline convention runs.
+TASK_PIPELINES = {"inpaint": "inpaint", "super_resolution": "super_resolution", "gan": "class_to_image", "text2image": "text_to_image"}
 
 
 def floating_dtype(net: Any, default: torch.dtype) -> torch.dtype:
@@ -109,7 +112,7 @@ class NetworkParams:
         known = {f.name: f for f in fields(cls) if f.name != "mask"}
         values: dict[str, Any] = {}
         mask_values: dict[str, Any] = {}
-        mask_keys = {"mask_kind"} | {f"mask_{n}" for n in MaskConfig.__dataclass_fields__}
+        mask_keys = MASK_PARAMS
         for layer in layers:
             for key, value in layer.items():
                 if isinstance(value, str) and key not in ("downscale", "mask_kind"):
@@ -133,12 +136,16 @@ class NetworkBackend(Backend):
     """Runs a user-supplied network under one of the four pipeline conventions."""
 
     kind = "network"
+    tasks = tuple(TASK_PIPELINES)
+    param_names = frozenset(f.name for f in fields(NetworkParams) if f.name != "mask") | MASK_PARAMS | {"pipeline"}
 
     def __init__(self, recipe, card, config: BuildConfig, inputs=None):
         super().__init__(recipe, card, config, inputs)
         pipeline = (card.pipeline if card is not None else None) or recipe.resolved_params().get("pipeline")
         if pipeline not in PIPELINES:
             raise did_you_mean(str(pipeline), list(PIPELINES), "network pipeline", f"Set 'pipeline' in the generator card to one of {', '.join(PIPELINES)}.")
+        if recipe.task in TASK_PIPELINES and TASK_PIPELINES[recipe.task] != pipeline:
+            raise AfpbenchError(f"'{recipe.name}' has task '{recipe.task}' but its network follows the {pipeline} convention; the {recipe.task} task needs {TASK_PIPELINES[recipe.task]}. Fix the recipe or the generator card.")
         self.pipeline = pipeline
         recipe_params = {k: v for k, v in recipe.resolved_params().items() if k != "pipeline"}
         # Typed settings (the base class keeps the raw dict in self.params).

@@ -17,6 +17,7 @@ from afpbench.plan import WorkItem
 
 class SampleBackend(Backend):
     kind = "sample"
+    tasks = ("sample",)
 
     def load(self) -> dict[str, Any]:
         # Nothing to load: the provenance of sampled rows is the source, recorded by build.

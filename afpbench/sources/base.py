@@ -24,6 +24,8 @@ class Source:
 
     #: The registered name, also the ``kind`` of the ``image_ref`` of the rows it plans.
     name: ClassVar[str] = ""
+    #: The recipe parameters it reads (see ``afpbench.generate.base.check_recipe``).
+    param_names: ClassVar[frozenset[str]] = frozenset()
 
     def plan(self, recipe: "Recipe", config: BuildConfig, given: dict[str, str]) -> Plan:
         """Every row, in final order. ``config.count`` is set; ``given`` is the parsed ``--source``

@@ -78,6 +78,7 @@ class ImageNetSource(ImageFolderSource):
     """Rows sampled from an ImageNet-style folder (the attack recipes); loaded as the image folders are."""
 
     name = "imagenet"
+    param_names = frozenset({"image_size"})
 
     def plan(self, recipe: "Recipe", config: BuildConfig, given: dict[str, str]) -> Plan:
         size = int(resolve_params(recipe, config).get("image_size") or 224)
@@ -92,6 +93,7 @@ class ClassSource(Source):
     """Class ids for a class-conditional network: each row's class is drawn from its own seed; no input image."""
 
     name = "classes"
+    param_names = frozenset({"num_classes"})
 
     def plan(self, recipe: "Recipe", config: BuildConfig, given: dict[str, str]) -> Plan:
         from afpbench.seeding import row_seed

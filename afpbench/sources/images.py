@@ -183,6 +183,7 @@ class ImageFolderSource(Source):
     """Rows sampled from image folders (the ``images`` and ``import`` source kinds)."""
 
     name = "images"
+    param_names = frozenset({"crop_size", "image_size"})
 
     def plan(self, recipe: "Recipe", config: BuildConfig, given: dict[str, str]) -> Plan:
         from afpbench.catalog import get_generator

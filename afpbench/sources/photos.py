@@ -167,6 +167,7 @@ class PhotosSource(Source):
     """Seeded crops of the bundled photos: the ``photos`` recipe, and ``--source photos`` for any image recipe."""
 
     name = "photos"
+    param_names = frozenset({"size", "min_scale", "crop_size", "image_size", "height", "width"})
 
     def plan(self, recipe: "Recipe", config: BuildConfig, given: dict[str, str]) -> Plan:
         kind = recipe.source.kind
