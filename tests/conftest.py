@@ -74,3 +74,8 @@ def fail_diffusion_batch(monkeypatch, call_no: int, exc: BaseException) -> None:
         return real(self, items, inputs)
 
     monkeypatch.setattr(DiffusionBackend, "run", run)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update", action="store_true", default=False,
+                     help="rewrite the regression fixtures tests/testdata/<recipe>-v<version>.json from this run (see tests/_regression.py)")
