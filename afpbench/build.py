@@ -384,7 +384,8 @@ def build(recipe_name: str, config: BuildConfig | None = None, *, overwrite: boo
     seed = recipe.seed if config.seed is None else int(config.seed)
     config.count, config.seed = count, seed
 
-    from afpbench.sources import SourceInputs, plan as plan_rows
+    from afpbench.sources import SourceInputs
+    from afpbench.sources import plan as plan_rows
 
     # Planning first: a missing or wrong --source fails before torch is even imported.
     planned = plan_rows(recipe, config)

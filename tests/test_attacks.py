@@ -19,8 +19,8 @@ import _regression
 from afpbench.catalog import get_generator, get_recipe, recipes
 from afpbench.errors import AfpbenchError, UnknownNameError
 from afpbench.generate.attacks import AttackBackend, preprocess, resolve_attack
-from afpbench.plan import BuildConfig, WorkItem
 from afpbench.generate.classifier import load_classifier
+from afpbench.plan import BuildConfig, WorkItem
 from afpbench.seeding import row_seed
 from afpbench.sources import SourceInputs
 

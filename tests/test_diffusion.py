@@ -224,10 +224,29 @@ def test_cuda_without_gpu(tiny, captions, tmp_path):
         build("sd2", BuildConfig(out=tmp_path, count=2, model=str(tiny("sd")), source=str(captions), device="cuda", params=dict(SMALL), quiet=True))
 
 
+def test_half_precision_on_cpu_is_refused_before_any_work(tiny, captions, tmp_path, monkeypatch):
+    from afpbench.generate.diffusion import DiffusionBackend
+
+    def boom(self):
+        raise AssertionError("the model must not be loaded")
+
+    monkeypatch.setattr(DiffusionBackend, "load", boom)
+    for dtype in ("fp16", "float16"):  # one vocabulary: both spellings name the same dtype
+        with pytest.raises(AfpbenchError, match="float16 is not supported on CPU") as exc:
+            build("sd2", BuildConfig(out=tmp_path, count=2, model=str(tiny("sd")), source=str(captions), device="cpu", dtype=dtype, params=dict(SMALL), quiet=True))
+        assert "\n" not in str(exc.value)
+    with pytest.raises(AfpbenchError, match="Unknown dtype 'fp8'"):
+        build("sd2", BuildConfig(out=tmp_path, count=2, model=str(tiny("sd")), source=str(captions), device="cpu", dtype="fp8", params=dict(SMALL), quiet=True))
+    assert not (tmp_path / "sd2").exists() and _no_partial(tmp_path)
+
+
 def test_dtype_is_honoured_on_cpu(tiny, captions, tmp_path):
     path = build("sd2", BuildConfig(out=tmp_path, count=2, model=str(tiny("sd")), source=str(captions), dtype="bf16", params=dict(SMALL), quiet=True))
     m = json.loads((path / "manifest.json").read_text())
     assert m["generator"]["dtype"] == "bf16" and m["build"]["key"]["dtype"] == "bf16"
+    # The long spelling names the same build (the manifest keeps the short one): nothing to redo.
+    again = build("sd2", BuildConfig(out=tmp_path, count=2, model=str(tiny("sd")), source=str(captions), dtype="bfloat16", params=dict(SMALL), quiet=True))
+    assert (again / "manifest.json").read_text() == (path / "manifest.json").read_text()
 
 
 # -- real hardware / real weights -----------------------------------------------------
