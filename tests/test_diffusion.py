@@ -220,7 +220,7 @@ def test_cuda_without_gpu(tiny, captions, tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible; this checks the message on machines without one")
-    with pytest.raises(AfpbenchError, match="no CUDA GPU"):
+    with pytest.raises(AfpbenchError, match="no CUDA device"):
         build("sd2", BuildConfig(out=tmp_path, count=2, model=str(tiny("sd")), source=str(captions), device="cuda", params=dict(SMALL), quiet=True))
 
 

@@ -47,7 +47,7 @@ def resolve_device(requested: str | None = DEFAULT_DEVICE, launcher_device: str 
         import torch
 
         if not torch.cuda.is_available():
-            raise AfpbenchError(f"Device '{d}' was asked for but no CUDA GPU is visible; pass --device cpu (or auto).")
+            raise AfpbenchError(f"Device '{d}' was asked for but no CUDA device is visible; pass --device cpu (or auto).")
         index = int(d.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
             raise AfpbenchError(f"Device '{d}' was asked for but only {torch.cuda.device_count()} CUDA device(s) are visible; pass --device cuda:0.")
