@@ -29,9 +29,10 @@ import json
 import platform
 import sys
 import warnings
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pytest

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import _regression
 import numpy as np
 import pytest
 
-import _regression
 from afpbench.build import build
 from afpbench.catalog import get_generator, get_recipe, recipes
 from afpbench.dataset import decode_image, open_dataset, verify

@@ -145,7 +145,10 @@ class NetworkBackend(Backend):
         if pipeline not in PIPELINES:
             raise did_you_mean(str(pipeline), list(PIPELINES), "network pipeline", f"Set 'pipeline' in the generator card to one of {', '.join(PIPELINES)}.")
         if recipe.task in TASK_PIPELINES and TASK_PIPELINES[recipe.task] != pipeline:
-            raise AfpbenchError(f"'{recipe.name}' has task '{recipe.task}' but its network follows the {pipeline} convention; the {recipe.task} task needs {TASK_PIPELINES[recipe.task]}. Fix the recipe or the generator card.")
+            raise AfpbenchError(
+                f"'{recipe.name}' has task '{recipe.task}' but its network follows the {pipeline} convention; "
+                f"the {recipe.task} task needs {TASK_PIPELINES[recipe.task]}. Fix the recipe or the generator card."
+            )
         self.pipeline = pipeline
         recipe_params = {k: v for k, v in recipe.resolved_params().items() if k != "pipeline"}
         # Typed settings (the base class keeps the raw dict in self.params).

@@ -19,8 +19,9 @@ import io
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from afpbench._util.crops import center_resize_crop, seeded_square_crop
 from afpbench.errors import AfpbenchError

@@ -173,7 +173,8 @@ class PhotosSource(Source):
         kind = recipe.source.kind
         if kind not in IMAGE_KINDS:
             what = {"captions": "captions (a text file, COCO or Flickr30k annotations)", "classes": "class ids (no --source)", "hf_dataset": "a dataset (--source PATH)"}.get(kind, kind)
-            raise AfpbenchError(f"'{recipe.name}' takes {what}, not images, so --source photos does not apply; pass {'--source afpbench/data/demo_captions.txt for an offline run' if kind == 'captions' else 'the source it needs'}.")
+            fix = "--source afpbench/data/demo_captions.txt for an offline run" if kind == "captions" else "the source it needs"
+            raise AfpbenchError(f"'{recipe.name}' takes {what}, not images, so --source photos does not apply; pass {fix}.")
         params = resolve_params(recipe, config)
         size, min_scale = _crop_size(params), float(params.get("min_scale", 0.35))
         n = int(config.count)
