@@ -29,7 +29,7 @@ _LAZY = {
     "detect": "afpbench.detect",
     "DetectConfig": "afpbench.detect:DetectConfig",
     "build": "afpbench.build",
-    "BuildConfig": "afpbench.generate.base:BuildConfig",
+    "BuildConfig": "afpbench.plan:BuildConfig",
     "evaluate": "afpbench.evaluate",
     "EvalConfig": "afpbench.evaluate:EvalConfig",
     "train": "afpbench.train",

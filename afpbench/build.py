@@ -30,88 +30,45 @@ seeded from its own seed, so a resumed build and a build split over processes ru
 same batches as an uninterrupted one, and on one machine produce the same bytes.
 
 Distributed (``accelerate launch --num_processes K -m afpbench build ...`` or
-``torchrun --nproc_per_node K -m afpbench build ...``): batches are split across
-processes with ``PartialState.split_between_processes``; on machines without a GPU the
-state is created with ``cpu=True`` (MULTI_CPU over gloo), because a plain
-``PartialState()`` there would leave every process running every row.
+``torchrun --nproc_per_node K -m afpbench build ...``): the process group
+(``afpbench._util.runtime``, shared with evaluate) splits batches across processes and
+is torn down when the build returns or fails.
+
+Wiring: the sources plan the rows and the backend generates them; neither imports the
+other (their contract is ``afpbench.plan``). ``build`` hands the backend the sources'
+``Inputs`` (``afpbench.sources.SourceInputs``) for what it reads besides each row's input.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from afpbench._util.locking import check_output_dir, lock_scope
+from afpbench._util.runtime import ProcessGroup, process_group
 from afpbench.errors import AfpbenchError, DatasetError
-from afpbench.generate.base import BuildConfig, Output, WorkItem
+from afpbench.generate.base import Output
+from afpbench.plan import BuildConfig, Inputs, WorkItem
 
 FLUSH_SECONDS_ENV = "AFPBENCH_FLUSH_SECONDS"
 DEFAULT_FLUSH_SECONDS = 10.0
 
-
-# -- processes ------------------------------------------------------------------------
-@dataclass
-class _Processes:
-    """This process's place among the build's processes (one, unless launched by torchrun/accelerate)."""
-
-    rank: int = 0
-    world: int = 1
-    state: Any = None
-    device: str | None = None
-
-    @classmethod
-    def detect(cls) -> "_Processes":
-        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-            return cls()
-        import torch
-        from accelerate import PartialState
-
-        gpu = torch.cuda.is_available()
-        state = PartialState(cpu=not gpu)
-        return cls(state.process_index, state.num_processes, state, str(state.device) if gpu else None)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def split(self, seq: list[int]) -> list[int]:
-        if self.world == 1:
-            return list(seq)
-        with self.state.split_between_processes(list(seq)) as part:
-            return list(part)
-
-    def broadcast(self, obj: Any) -> Any:
-        """``obj`` of the main process, on every process."""
-        if self.world == 1:
-            return obj
-        from accelerate.utils import broadcast_object_list
-
-        return broadcast_object_list([obj], from_process=0)[0]
-
-    def barrier(self) -> None:
-        if self.state is not None:
-            self.state.wait_for_everyone()
-
-    def close(self) -> None:
-        if self.state is not None:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
+log = logging.getLogger(__name__)
 
 
 # -- helpers --------------------------------------------------------------------------
-def _log(config: BuildConfig, procs: _Processes, message: str) -> None:
-    if not config.quiet and procs.main:
-        print(message, file=sys.stderr, flush=True)
+def _log(config: BuildConfig, group: ProcessGroup, message: str) -> None:
+    if not config.quiet and group.is_main:
+        log.info(message)
 
 
 def _key_text(key: dict[str, Any]) -> str:
@@ -252,7 +209,7 @@ def _describe(recipe, card, standin: dict[str, Any] | None, overrides: dict[str,
     return "; ".join(what) + f". These are not the recipe's images; the recipe describes the real set as: {recipe.description}"
 
 
-def _lock_set(out: Path, name: str, procs: _Processes) -> None:
+def _lock_set(out: Path, name: str, group: ProcessGroup) -> None:
     """Refuse a second build or import of this set into this folder while one runs.
 
     The main process takes the set's lock (the same one ``import`` takes), so the
@@ -262,10 +219,10 @@ def _lock_set(out: Path, name: str, procs: _Processes) -> None:
     from afpbench._util.locking import ensure_output_dir, hold, lock_path
     from afpbench.dataset import recover_interrupted
 
-    if procs.main:
+    if group.is_main:
         ensure_output_dir(out)
-    hold(lock_path(out, name), out / name, main=procs.main, share=procs.broadcast if procs.world > 1 else None)
-    if procs.main:
+    hold(lock_path(out, name), out / name, main=group.is_main, share=group.broadcast if group.distributed else None)
+    if group.is_main:
         recover_interrupted(out, name)
 
 
@@ -376,21 +333,19 @@ class _Sink:
         self.thread.join()
 
 
-def _load_inputs(batch: list[WorkItem]) -> list[Any]:
-    from afpbench.sources import load_input
-
-    return [load_input(item) for item in batch]
+def _load_inputs(inputs: Inputs, batch: list[WorkItem]) -> list[Any]:
+    return [inputs.load_input(item) for item in batch]
 
 
 def _generate(backend, batches: list[list[WorkItem]], sink: _Sink) -> None:
     if not batches:
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="afpbench-inputs") as pool:
-        pending = pool.submit(_load_inputs, batches[0])
+        pending = pool.submit(_load_inputs, backend.inputs, batches[0])
         for k, batch in enumerate(batches):
             inputs = pending.result()
             if k + 1 < len(batches):
-                pending = pool.submit(_load_inputs, batches[k + 1])
+                pending = pool.submit(_load_inputs, backend.inputs, batches[k + 1])
             outputs = backend.run(batch, inputs)
             if len(outputs) != len(batch):
                 raise RuntimeError(f"{type(backend).__name__}.run returned {len(outputs)} outputs for {len(batch)} items")
@@ -406,8 +361,7 @@ def build(recipe_name: str, config: BuildConfig | None = None, *, overwrite: boo
     """
     from afpbench.catalog import get_generator, get_recipe
     from afpbench.generate import backend_for
-    from afpbench.generate.base import check_param_keys, resolve_device, resolve_dtype, resolve_params
-    from afpbench.registry import BACKENDS
+    from afpbench.plan import check_param_keys
 
     config = replace(config or BuildConfig())
     config.params = dict(config.params or {})
@@ -417,6 +371,11 @@ def build(recipe_name: str, config: BuildConfig | None = None, *, overwrite: boo
     check_param_keys(recipe, config.params)
     if config.batch_size < 1:
         raise AfpbenchError(f"--batch-size must be at least 1 (got {config.batch_size}).")
+    if backend_name != "sample":  # the sample backend copies images: no device or dtype
+        from afpbench._util.devices import canonical_dtype, check_device_name
+
+        check_device_name(config.device or "auto")  # a misspelt --device or --dtype fails before any work
+        canonical_dtype(config.dtype)
     from afpbench.dataset import check_set_name
 
     name = check_set_name(config.name or recipe.name, "--name")
@@ -425,18 +384,29 @@ def build(recipe_name: str, config: BuildConfig | None = None, *, overwrite: boo
     seed = recipe.seed if config.seed is None else int(config.seed)
     config.count, config.seed = count, seed
 
+    from afpbench.sources import SourceInputs
     from afpbench.sources import plan as plan_rows
 
     # Planning first: a missing or wrong --source fails before torch is even imported.
     planned = plan_rows(recipe, config)
-    items = planned.items
-    _check_ids(items, count)
+    _check_ids(planned.items, count)
+    with process_group() as group:
+        return _run(recipe, card, backend_name, config, planned, name, group, SourceInputs(), overwrite)
 
-    procs = _Processes.detect()
+
+def _run(recipe, card, backend_name: str, config: BuildConfig, planned, name: str, group: ProcessGroup, inputs: Inputs, overwrite: bool) -> Path:
+    """Everything after planning, inside the process group (torn down by the caller)."""
+    from afpbench.generate.base import build_dtype
+    from afpbench.plan import resolve_params
+    from afpbench.registry import BACKENDS
+
+    items, count, seed = planned.items, int(config.count), int(config.seed)
     dtype = None
-    if backend_name != "sample":  # the sample backend copies images: no torch needed
-        config.device = resolve_device(config, procs.device)
-        dtype = config.dtype = resolve_dtype(config, card, config.device)
+    if backend_name != "sample":
+        from afpbench._util.devices import resolve_device
+
+        config.device = resolve_device(config.device, group.device)
+        dtype = config.dtype = build_dtype(config, card, config.device)
     params = resolve_params(recipe, config)
     key = {
         "recipe": recipe.name, "version": recipe.version, "count": count, "seed": seed, "params": params,
@@ -445,14 +415,18 @@ def build(recipe_name: str, config: BuildConfig | None = None, *, overwrite: boo
     out = Path(config.out).expanduser()
     final = out / name
     if _already_built(final, key):
-        _log(config, procs, f"{final} is already built with these parameters; nothing to do.")
-        procs.close()
+        _log(config, group, f"{final} is already built with these parameters; nothing to do.")
         return final
-    _lock_set(out, name, procs)
+    _lock_set(out, name, group)
     same_build = _check_target(final, key, overwrite)
     _check_partial(out, name, key)
 
-    backend = BACKENDS.get(backend_name)(recipe, card, config)
+    from afpbench.generate.base import check_recipe
+    from afpbench.sources import source
+
+    backend_cls = BACKENDS.get(backend_name)
+    check_recipe(backend_cls, recipe, card, source(recipe.source.kind).param_names)
+    backend = backend_cls(recipe, card, config, inputs)
     t0 = time.monotonic()
     provenance = backend.load()
     load_seconds = time.monotonic() - t0
@@ -481,7 +455,7 @@ def build(recipe_name: str, config: BuildConfig | None = None, *, overwrite: boo
         info["overrides"] = overrides
     if standin:
         info["standin"] = standin
-    writer = DatasetWriter(out, name, info=info, options=WriterOptions(rank=procs.rank, overwrite=overwrite or same_build))
+    writer = DatasetWriter(out, name, info=info, options=WriterOptions(rank=group.rank, overwrite=overwrite or same_build))
     done = writer.done_ids()
     row_generator = card.name if card else ""
     if standin:
@@ -501,17 +475,17 @@ def build(recipe_name: str, config: BuildConfig | None = None, *, overwrite: boo
 
     b = config.batch_size
     batches = [items[i : i + b] for i in range(0, count, b)]
-    mine = [batches[k] for k in procs.split(list(range(len(batches))))]
+    mine = [batches[k] for k in group.split(list(range(len(batches))))]
     todo = [batch for batch in mine if any(it.id not in done for it in batch)]
     total = sum(len(batch) for batch in mine)
     already = total - sum(1 for batch in todo for it in batch if it.id not in done)
     if already:
-        _log(config, procs, f"resuming '{name}': {len(done)} of {count} rows already written")
+        _log(config, group, f"resuming '{name}': {len(done)} of {count} rows already written")
 
     from tqdm.auto import tqdm
 
     flush_seconds = float(os.environ.get(FLUSH_SECONDS_ENV, DEFAULT_FLUSH_SECONDS))
-    progress = tqdm(total=total, initial=already, unit="img", desc=name, disable=config.quiet or not procs.main, dynamic_ncols=True, smoothing=0.1)
+    progress = tqdm(total=total, initial=already, unit="img", desc=name, disable=config.quiet or not group.is_main, dynamic_ncols=True, smoothing=0.1)
     t1 = time.monotonic()
     sink = _Sink(writer, to_row, done, progress, flush_seconds)
     try:
@@ -524,12 +498,12 @@ def build(recipe_name: str, config: BuildConfig | None = None, *, overwrite: boo
     sink.check()
     generate_seconds = time.monotonic() - t1
 
-    procs.barrier()
-    if procs.main:
+    group.barrier()
+    if group.is_main:
         metas, by_rank = _partial_rows(writer)
         build_info = {
             "key": key,
-            "processes": procs.world,
+            "processes": group.world,
             "rows_by_rank": by_rank,
             "batch_size": b,
             "device": config.device,
@@ -542,9 +516,8 @@ def build(recipe_name: str, config: BuildConfig | None = None, *, overwrite: boo
             # CPU kernels split work by thread: identical bytes need the same thread count.
             build_info["torch_threads"] = sys.modules["torch"].get_num_threads()
         writer.finalize(extra_manifest={**backend.summarize(metas), "build": build_info})
-        _log(config, procs, f"built {final} ({count} rows)")
-    procs.barrier()
-    procs.close()
+        _log(config, group, f"built {final} ({count} rows)")
+    group.barrier()
     return final
 
 

@@ -166,7 +166,7 @@ def _show_catalog(echo) -> None:
 
 def _build(recipe: str, out: Path, name: str, count: int, seed: int, cfg: DemoConfig, **kw: Any) -> Path:
     from afpbench.build import build
-    from afpbench.generate.base import BuildConfig
+    from afpbench.plan import BuildConfig
 
     # The demo owns its output folder: a --keep run at another size replaces what it built before.
     return build(recipe, BuildConfig(out=out, name=name, count=count, seed=seed, quiet=True, **kw), overwrite=True)

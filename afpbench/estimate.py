@@ -224,7 +224,7 @@ class EmptyWeightsBackend(DiffusionBackend):
 def build_backend(recipe_name: str, *, dtype: str = "fp16", params: dict[str, Any] | None = None, model: str | None = None) -> EmptyWeightsBackend:
     """The recipe's diffusion backend, loaded from the shipped configs (one folder per stage)."""
     from afpbench.catalog import get_generator, get_recipe
-    from afpbench.generate.base import BuildConfig
+    from afpbench.plan import BuildConfig
 
     _quiet()
     recipe = get_recipe(recipe_name)
@@ -434,13 +434,12 @@ def _finish(plan: Plan, out: Path, gpu: tuple[str | None, int | None] | None, fi
 def plan_build(name: str, *, batch_size: int = 4, dtype: str | None = None, count: int | None = None, params: dict[str, Any] | None = None,
                out: Path | str = "out", gpu: tuple[str | None, int | None] | None = None) -> Plan:
     """Resources of ``afpbench build NAME`` (diffusion and classifier recipes are built on meta)."""
+    from afpbench._util.devices import DTYPES, canonical_dtype
     from afpbench.catalog import get_generator, get_recipe
 
     recipe = get_recipe(name)
     card = get_generator(recipe.generator)
-    dtype = dtype or card.dtype
-    if dtype not in DTYPE_BYTES:
-        raise AfpbenchError(f"Unknown --dtype '{dtype}'; use one of {', '.join(DTYPE_BYTES)}.")
+    dtype = DTYPES[canonical_dtype(dtype or card.dtype)][1]  # build's vocabulary: fp16 and float16 alike
     images = int(count or recipe.count.value)
     params = dict(params or {})
     parts: list[Part] = []

@@ -29,7 +29,6 @@ original mode and format kept in ``meta``.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
@@ -54,7 +53,9 @@ from afpbench.dataset import (
     to_rgb, unique_ids,
 )
 from afpbench.errors import AfpbenchError, DatasetError
-from afpbench.sources.images import IMAGE_EXTENSIONS
+from afpbench.sources import files
+from afpbench.sources.files import IMAGE_EXTENSIONS
+from afpbench.sources.hf import is_saved_dataset
 
 # Decompression-bomb guard: the declared size is checked before any pixel is decoded.
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -165,10 +166,6 @@ class ArchiveSummary:
 
 
 # -- enumerating inputs ---------------------------------------------------------------
-def _is_hf_on_disk(path: Path) -> bool:
-    return path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists())
-
-
 def _why(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
@@ -191,7 +188,7 @@ def iter_inputs(source: Path, scratch: Path | None = None, max_bytes: int | None
     cap = max_bytes if max_bytes is not None else max_file_bytes(DEFAULT_MAX_PIXELS)
     if not source.exists():
         raise AfpbenchError(f"Input {source} does not exist; pass an existing folder, .tar/.tar.gz/.zip archive or saved HF dataset with --from.")
-    if _is_hf_on_disk(source):
+    if is_saved_dataset(source):
         yield from _iter_hf(source)
     elif source.is_dir():
         yield from _iter_folder(source)
@@ -221,63 +218,29 @@ def _file_reader(path: Path) -> Callable[[int], bytes]:
     return read
 
 
-def _special_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "named pipe"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
-        if test(mode):
-            return name
-    return "unknown file type"
-
-
 def _iter_folder(root: Path) -> Iterator[InputFile]:
     try:
-        st = root.stat()
+        root.stat()
         with os.scandir(root):
             pass
     except OSError as exc:
         raise AfpbenchError(f"Cannot read folder {root} ({_why(exc)}); fix its permissions (chmod u+rx) or copy the images somewhere readable.") from exc
-    yield from _walk(root, "", ((st.st_dev, st.st_ino),), Path(os.path.realpath(root)))
-
-
-def _walk(folder: Path, prefix: str, ancestors: tuple[tuple[int, int], ...], root_real: Path) -> Iterator[InputFile]:
-    """A sorted depth-first walk that reports what it cannot walk instead of skipping it.
-
-    Links to files are followed (the file is read through the link). A link to a folder
-    outside the input is walked; one to a folder inside it is not (its files are met
-    under their own path), and one that leads back to an enclosing folder is a loop.
-    """
-    try:
-        with os.scandir(folder) as it:
-            entries = sorted(it, key=lambda e: e.name)
-    except OSError as exc:
-        yield InputFile(prefix.rstrip("/") or ".", error=f"unreadable folder ({_why(exc)}; the files in it were not seen)")
-        return
-    for e in entries:
-        rel = prefix + e.name
-        link = False
-        try:
-            link = e.is_symlink()
-            st = os.stat(e.path) if link else e.stat(follow_symlinks=False)
-        except OSError as exc:
-            if link and isinstance(exc, FileNotFoundError):
-                yield InputFile(rel, error=f"dangling symbolic link (its target {os.readlink(e.path)} does not exist)")
-            elif link and exc.errno == errno.ELOOP:
-                yield InputFile(rel, error="symbolic link loop (the link resolves to itself)")
-            else:
-                yield InputFile(rel, error=f"unreadable entry ({_why(exc)})")
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            real = Path(os.path.realpath(e.path))
-            if (st.st_dev, st.st_ino) in ancestors or (link and real in root_real.parents):
-                yield InputFile(rel, error=f"symbolic link loop (it leads back to the folder {real.name or real} that contains it)")
-            elif link and (real == root_real or root_real in real.parents):
-                inside = real.relative_to(root_real).as_posix()
-                yield InputFile(rel, error=f"symbolic link to a folder inside the input ({inside}; its files are imported under their own path)")
-            else:
-                yield from _walk(Path(e.path), rel + "/", ancestors + ((st.st_dev, st.st_ino),), root_real)
-        elif stat.S_ISREG(st.st_mode):
-            yield InputFile(rel, _file_reader(Path(e.path)), size=st.st_size)
+    # Every entry, hidden ones included: an import accounts for all it was given.
+    for e in files.walk(root, include_hidden=True):
+        if e.problem is None:
+            yield InputFile(e.relpath, _file_reader(e.path), size=e.size)
         else:
-            yield InputFile(rel, error=f"not a regular file ({_special_kind(st.st_mode)})")
+            yield InputFile(e.relpath, error=_walk_reason(e))
+
+
+def _walk_reason(e: files.Entry) -> str:
+    """The reject reason of what the folder walk could not walk (see afpbench.sources.files)."""
+    detail = {
+        files.UNREADABLE_FOLDER: f"{e.detail}; the files in it were not seen",
+        files.DANGLING_LINK: f"its target {e.detail} does not exist",
+        files.INNER_LINK: f"{e.detail}; its files are imported under their own path",
+    }.get(e.problem, e.detail)
+    return f"{e.problem} ({detail})"
 
 
 # archives
@@ -453,7 +416,7 @@ def _iter_zip(source: Path) -> Iterator[InputFile]:
         if why is None and stat.S_ISLNK(mode):
             why = "link in archive (symbolic link)"
         elif why is None and stat.S_IFMT(mode) and not stat.S_ISREG(mode):
-            why = f"special file in archive ({_special_kind(mode)})"
+            why = f"special file in archive ({files.special_kind(mode)})"
         elif why is None and info.flag_bits & 0x1:
             why = "encrypted archive member (password protected)"
         rel = info.filename if why and why.startswith("unsafe") else _member_relpath(info.filename)

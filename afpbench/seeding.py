@@ -33,3 +33,14 @@ def row_random(seed: int, *keys: object):
 
     digest = hashlib.sha256(":".join([str(seed), *map(str, keys)]).encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def permutation(n: int, seed: int) -> list[int]:
+    """A seeded permutation of ``range(n)`` (numpy's PCG64: stable across platforms).
+
+    Samplers take the first rows of it, which do not depend on how many are taken: a
+    build of 10 rows is the prefix of a build of 3,000.
+    """
+    import numpy as np
+
+    return np.random.default_rng(seed).permutation(n).tolist()

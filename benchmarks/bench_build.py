@@ -44,7 +44,7 @@ def _captions() -> str:
 
 def _build(model: Path, out: Path, count: int, size: int, steps: int, batch: int) -> tuple[float, dict]:
     from afpbench.build import build
-    from afpbench.generate.base import BuildConfig
+    from afpbench.plan import BuildConfig
 
     t = time.perf_counter()
     path = build("sd2", BuildConfig(out=out, count=count, batch_size=batch, model=str(model), source=_captions(), params=_params(size, steps), quiet=True))
@@ -58,10 +58,10 @@ def _raw(model: Path, count: int, size: int, steps: int, batch: int) -> float:
     from diffusers import StableDiffusionPipeline
 
     from afpbench.catalog import get_recipe
-    from afpbench.generate.base import BuildConfig
-    from afpbench.sources import plan_items
+    from afpbench.plan import BuildConfig
+    from afpbench.sources import plan
 
-    items = plan_items(get_recipe("sd2"), BuildConfig(count=count, source=_captions(), params=_params(size, steps)))
+    items = plan(get_recipe("sd2"), BuildConfig(count=count, source=_captions(), params=_params(size, steps))).items
     pipe = StableDiffusionPipeline.from_pretrained(str(model), dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     t = time.perf_counter()

@@ -322,8 +322,8 @@ def random_backend(recipe_name: str, model_dir: Path, device: str, params: dict[
     import torch
 
     from afpbench.catalog import get_generator, get_recipe
-    from afpbench.generate.base import BuildConfig
     from afpbench.generate.diffusion import DiffusionBackend
+    from afpbench.plan import BuildConfig
 
     class RandomWeightsBackend(DiffusionBackend):
         def _from_pretrained(self, cls: Any, source: str, **kwargs: Any) -> Any:
@@ -464,8 +464,8 @@ def sd3_build(dev: Device, s: Settings, clock: Clock, work: Path, out: dict[str,
     import torch
 
     from afpbench.catalog import get_recipe
-    from afpbench.generate.base import BuildConfig
-    from afpbench.sources import plan_items
+    from afpbench.plan import BuildConfig
+    from afpbench.sources import plan
 
     params = {"height": s.sd3_size, "width": s.sd3_size, "num_inference_steps": s.sd3_steps}
     out.update(size=s.sd3_size, steps=s.sd3_steps, batch=s.sd3_batch, guidance_scale=7.0)
@@ -479,7 +479,7 @@ def sd3_build(dev: Device, s: Settings, clock: Clock, work: Path, out: dict[str,
         out["parameters"] = sum(p.numel() for m in pipe.components.values() if isinstance(m, torch.nn.Module) for p in m.parameters())
         captions = str(Path(__import__("afpbench").__file__).parent / "data" / "demo_captions.txt")
         n = s.sd3_images * s.sd3_rounds + s.sd3_batch
-        items = plan_items(get_recipe("sd3"), BuildConfig(count=n, source=captions, params=params))
+        items = plan(get_recipe("sd3"), BuildConfig(count=n, source=captions, params=params)).items
         guidance = float(backend.param("guidance_scale", 7.0))
         out["guidance_scale"] = guidance
 

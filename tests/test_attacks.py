@@ -15,12 +15,14 @@ import pytest
 import torch
 
 import _nets
-from afpbench.catalog import get_generator, get_recipe
+import _regression
+from afpbench.catalog import get_generator, get_recipe, recipes
 from afpbench.errors import AfpbenchError, UnknownNameError
 from afpbench.generate.attacks import AttackBackend, preprocess, resolve_attack
-from afpbench.generate.base import BuildConfig, WorkItem
 from afpbench.generate.classifier import load_classifier
+from afpbench.plan import BuildConfig, WorkItem
 from afpbench.seeding import row_seed
+from afpbench.sources import SourceInputs
 
 CLASSIFIER = "efficientnet-lite0"
 
@@ -47,15 +49,24 @@ def photo_rows():
 
 def make(recipe: str, model: str = CLASSIFIER, **params) -> AttackBackend:
     r = get_recipe(recipe)
-    return AttackBackend(r, get_generator(r.generator), BuildConfig(model=model, params=params, device="cpu"))
+    return AttackBackend(r, get_generator(r.generator), BuildConfig(model=model, params=params, device="cpu"), SourceInputs())
 
 
 def as_bytes(outputs) -> list[bytes]:
     return [np.asarray(o.image).tobytes() for o in outputs]
 
 
+# The attack recipes, each with its test below (which checks its regression fixture too).
+COVERED = {"adversarial", "backdoor", "data_poisoning"}
+ROWS = "photo_crops(8, seed=0, size=224)"
+
+
+def test_every_attack_recipe_is_covered():
+    assert COVERED == {n for n, r in recipes().items() if r.generator and get_generator(r.generator).backend == "classifier"}
+
+
 # -- adversarial --------------------------------------------------------------------------
-def test_pgd_fools_the_real_classifier_and_is_deterministic(photo_rows):
+def test_pgd_fools_the_real_classifier_and_is_deterministic(photo_rows, pytestconfig):
     items, images = photo_rows
     b = make("adversarial")
     prov = b.load()
@@ -77,6 +88,7 @@ def test_pgd_fools_the_real_classifier_and_is_deterministic(photo_rows):
         diff = np.abs(np.asarray(o.image, dtype=int) - np.asarray(im, dtype=int)).max()
         assert diff == m["linf_255"] and 1 <= diff <= 8
         json.dumps(m)  # rows' meta is stored as JSON
+    _regression.check(pytestconfig, "adversarial", _regression.output_rows(items, out), {"model": CLASSIFIER, "params": {}, "rows": ROWS}, tolerance=2 * 8)
     # Same seed -> same bytes, from a fresh backend, and a row alone = the row in a batch.
     b2 = make("adversarial")
     b2.load()
@@ -124,12 +136,13 @@ def test_targeted_mode_hits_the_seeded_target(photo_rows):
 
 
 # -- backdoor -------------------------------------------------------------------------------
-def test_backdoor_triggers_are_seeded_shared_and_recorded(photo_rows):
+def test_backdoor_triggers_are_seeded_shared_and_recorded(photo_rows, pytestconfig):
     items, images = photo_rows
     b = make("backdoor")
     prov = b.load()
     assert prov["triggers"] == ["badnets", "blended"] and prov["trigger_seed"] == 0
     out = b.run(items[:4], images[:4])
+    _regression.check(pytestconfig, "backdoor", _regression.output_rows(items[:4], out), {"model": CLASSIFIER, "params": {}, "rows": f"the first 4 of {ROWS}"})
     assert [o.meta["trigger"] for o in out] == ["badnets", "blended", "badnets", "blended"]
     s, p = 224, 24
     patches = []
@@ -156,13 +169,16 @@ def test_backdoor_triggers_are_seeded_shared_and_recorded(photo_rows):
 
 
 # -- data poisoning -------------------------------------------------------------------------
-def test_feature_collision_moves_features_toward_another_class(photo_rows):
+def test_feature_collision_moves_features_toward_another_class(photo_rows, pytestconfig):
     items, images = photo_rows
-    b = make("data_poisoning", steps=12, step_size=4 / 255, target_pool_size=12)
+    params = {"steps": 12, "step_size": 4 / 255, "target_pool_size": 12}
+    b = make("data_poisoning", **params)
     prov = b.load()
     assert prov["method"] == "feature_collision" and prov["feature_dim"] == 1280
     assert len(prov["target_pool_ids"]) == 12
     out = b.run(items[:2], images[:2])
+    _regression.check(pytestconfig, "data_poisoning", _regression.output_rows(items[:2], out), {"model": CLASSIFIER, "params": params, "rows": f"the first 2 of {ROWS}"},
+                      tolerance=2 * 16)
     for o, im in zip(out, images):
         m = o.meta
         assert m["target_class"] != m["base_class"] and m["target_id"] in prov["target_pool_ids"]

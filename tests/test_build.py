@@ -14,7 +14,7 @@ from helpers import fail_diffusion_batch
 from afpbench.build import build
 from afpbench.dataset import open_dataset, verify
 from afpbench.errors import AfpbenchError
-from afpbench.generate.base import BuildConfig, parse_param_values
+from afpbench.plan import BuildConfig, parse_param_values
 
 SMALL = {"height": 32, "width": 32, "num_inference_steps": 2}
 
@@ -36,32 +36,31 @@ def _manifest(path: Path) -> dict:
     return json.loads((path / "manifest.json").read_text())
 
 
-def _run_cli(args: list[str]) -> tuple[int, str, str]:
-    """Run ``afpbench`` in-process through its real entry point (exit code, stdout, stderr)."""
-    from click.testing import CliRunner
+def _run_cli(capsys, args: list[str]) -> tuple[int, str, str]:
+    """Run ``afpbench`` in-process through its real entry point, ``main()`` (exit code, stdout, stderr)."""
+    from afpbench.cli import main
 
-    from afpbench.cli import cli
-
-    runner = CliRunner()
-    res = runner.invoke(cli, args, prog_name="afpbench")
-    code = res.exit_code
-    if isinstance(res.exception, AfpbenchError):  # main() turns these into one line + exit 2
-        return 2, res.stdout, str(res.exception)
-    return code, res.stdout, res.stderr
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 # -- CLI ------------------------------------------------------------------------------
-def test_cli_builds_photos_with_no_other_input(tmp_path):
-    code, out, err = _run_cli(["build", "photos", "--out", str(tmp_path), "--count", "5", "--quiet"])
+def test_cli_builds_photos_with_no_other_input(tmp_path, capsys):
+    code, out, err = _run_cli(capsys, ["build", "photos", "--out", str(tmp_path), "--count", "5", "--quiet"])
     assert code == 0, err
     assert out.strip() == str(tmp_path / "photos")
     assert verify(tmp_path / "photos").ok and open_dataset(tmp_path / "photos").num_rows == 5
 
 
-def test_cli_diffusion_build_with_params_and_name(tmp_path, sd, captions):
+def test_cli_diffusion_build_with_params_and_name(tmp_path, sd, captions, capsys):
     args = ["build", "sd2", "--out", str(tmp_path), "--count", "3", "--model", str(sd), "--source", str(captions), "--batch-size", "2",
             "--param", "height=32", "--param", "width=32", "--param", "num_inference_steps=2", "--name", "sd2_tiny", "--seed", "5", "--quiet", "--dtype", "fp32", "--device", "cpu"]
-    code, out, err = _run_cli(args)
+    code, out, err = _run_cli(capsys, args)
     assert code == 0, err
     m = _manifest(tmp_path / "sd2_tiny")
     assert m["name"] == "sd2_tiny" and m["seed"] == 5 and m["num_rows"] == 3
@@ -80,9 +79,9 @@ def test_cli_diffusion_build_with_params_and_name(tmp_path, sd, captions):
         (["build", "photos", "--name", "../x"], "plain folder name"),
     ],
 )
-def test_cli_errors_are_one_line(args, match, tmp_path):
-    code, _, err = _run_cli(args + ["--out", str(tmp_path)])
-    assert code == 2 and match in err and "\n" not in err.strip()
+def test_cli_errors_are_one_line(args, match, tmp_path, capsys):
+    code, _, err = _run_cli(capsys, args + ["--out", str(tmp_path)])
+    assert code == 2 and match in err and "\n" not in err.strip() and err.startswith("error: ")
 
 
 def test_entry_point_exit_code(tmp_path):
@@ -157,12 +156,15 @@ def test_png_encoding_runs_in_the_writer_thread(tmp_path, sd, captions, monkeypa
     assert threads == {"afpbench-writer"}
 
 
-def test_progress_bar_and_quiet(tmp_path, sd, captions, capsys):
+def test_progress_bar_and_quiet(tmp_path, sd, captions, capsys, caplog):
+    # The progress bar is drawn on stderr; messages go through logging (the CLI shows them).
+    caplog.set_level("INFO", logger="afpbench.build")
     build("sd2", _cfg(tmp_path / "loud", sd, captions, count=2, quiet=False))
     err = capsys.readouterr().err
-    assert "img/s" in err and "built" in err
+    assert "img/s" in err and "built" in caplog.text
+    caplog.clear()
     build("sd2", _cfg(tmp_path / "quiet", sd, captions, count=2, quiet=True))
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr().err == "" and caplog.text == ""
 
 
 def test_finished_build_is_not_redone(tmp_path, sd, captions, monkeypatch):

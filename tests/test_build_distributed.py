@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from afpbench.build import _Processes, build
+from afpbench._util.runtime import ProcessGroup
+from afpbench.build import build
 from afpbench.dataset import open_dataset, verify
-from afpbench.generate.base import BuildConfig
+from afpbench.plan import BuildConfig
 
 PARAMS = {"height": 32, "width": 32, "num_inference_steps": 2}
 
@@ -43,7 +44,7 @@ def _torchrun() -> list[str]:
 
 def test_single_process_does_not_start_a_process_group(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    procs = _Processes.detect()
+    procs = ProcessGroup.detect()
     assert (procs.rank, procs.world, procs.state) == (0, 1, None)
     assert procs.split(list(range(5))) == [0, 1, 2, 3, 4]
 

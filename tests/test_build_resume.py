@@ -20,7 +20,7 @@ from helpers import fail_diffusion_batch
 from afpbench.build import build
 from afpbench.dataset import PARTIAL_DIR, open_dataset, verify
 from afpbench.errors import DatasetError
-from afpbench.generate.base import BuildConfig
+from afpbench.plan import BuildConfig
 
 PARAMS = {"height": 32, "width": 32, "num_inference_steps": 6}
 

@@ -1,18 +1,17 @@
-"""The catalog: 23 v3 sets + lte, generator cards, profiles, registry errors."""
+"""The catalog: 23 v3 sets + lte, generator cards, profiles, unknown-name errors."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
-import textwrap
+import warnings
 
 import pytest
 from helpers import REPO
 
 from afpbench import catalog
 from afpbench.errors import AfpbenchError, UnknownNameError
-from afpbench.registry import Registry
 
 V3 = ["coco", "flickr", "sd2", "sd3", "sdxl", "if", "dalle2", "dalle3", "playground_v25", "diffusiondb", "sgxl", "glide",
       "stylization", "df", "dfdc", "ffpp", "lama", "sd2ip", "liif", "sd2sr", "adversarial", "backdoor", "data_poisoning"]
@@ -35,15 +34,107 @@ def test_v1_profile_has_16_sets_with_lte_and_sd2_held_in():
 @pytest.mark.parametrize("name", sorted(catalog.recipes()))
 def test_every_recipe_is_complete(name):
     r = catalog.get_recipe(name)
-    assert r.version >= 1 and r.paper_name and r.description
+    assert r.paper_name and r.description
     if r.acquisition == "regenerate":
         gen = catalog.get_generator(r.generator)
         assert gen.license and gen.paper
-    # every parameter says whether it is the paper's or afpbench's decision
-    for p in r.params.values():
-        assert isinstance(p.choice, bool)
     if r.name in V3 and r.name not in ("photos",):
         assert r.count.value == 3000
+
+
+@pytest.mark.parametrize("name", sorted(catalog.recipes()))
+def test_every_recipe_fits_the_backend_that_builds_it(name):
+    """The backend runs the recipe's task and reads every parameter of the recipe and the card
+    (with the recipe's source): a typo in a task, a parameter name or a card default fails here."""
+    from afpbench.generate import backend_for
+    from afpbench.generate.base import check_recipe
+    from afpbench.registry import BACKENDS
+    from afpbench.sources import source
+
+    r = catalog.get_recipe(name)
+    card = catalog.get_generator(r.generator) if r.generator else None
+    if r.acquisition == "import" and r.task != "sample":
+        with pytest.raises(AfpbenchError, match=f"afpbench import {name}"):
+            backend_for(r, card)
+        return
+    backend = BACKENDS.get(backend_for(r, card))
+    check_recipe(backend, r, card, source(r.source.kind).param_names)
+    if backend.kind == "network":
+        from afpbench.generate.network import TASK_PIPELINES
+
+        assert TASK_PIPELINES[r.task] == card.pipeline
+
+
+def test_a_misspelt_parameter_or_task_is_refused():
+    from afpbench.generate.base import check_recipe
+    from afpbench.registry import BACKENDS
+    from afpbench.sources import source
+
+    r = catalog.get_recipe("sd2")
+    card = catalog.get_generator(r.generator)
+    diffusion, captions = BACKENDS.get("diffusion"), source("captions").param_names
+    params = {**r.params, "num_inference_step": r.params["num_inference_steps"]}
+    with pytest.raises(UnknownNameError, match="Did you mean: num_inference_steps"):
+        check_recipe(diffusion, r.model_copy(update={"params": params}), card, captions)
+    with pytest.raises(AfpbenchError, match="task 'text2imge'"):
+        check_recipe(diffusion, r.model_copy(update={"task": "text2imge"}), card, captions)
+    with pytest.raises(UnknownNameError, match="generator card 'sd2-1'.*Did you mean: guidance_scale"):
+        check_recipe(diffusion, r, card.model_copy(update={"defaults": {"guidance_scal": 7.5}}), captions)
+
+
+def test_every_buildable_recipe_has_its_regression_fixture():
+    """tests/testdata/<recipe>-v<version>.json for each recipe afpbench builds (see tests/_regression.py):
+    a new recipe, or a version bump, needs its fixture; a fixture of no current recipe version is stale."""
+    from _regression import FIXTURES
+
+    from afpbench.generate import backend_for
+
+    buildable = set()
+    for r in catalog.recipes().values():
+        try:
+            backend_for(r, catalog.get_generator(r.generator) if r.generator else None)
+        except AfpbenchError:
+            continue
+        buildable.add(f"{r.name}-v{r.version}.json")
+    present = {p.name for p in FIXTURES.glob("*-v*.json")}
+    assert buildable - present == set(), "write them: run the test that builds each recipe with --update"
+    assert present - buildable == set(), "stale fixtures: delete them"
+
+
+def test_names_and_aliases_are_unique():
+    """resolve_alias maps an archive folder to the first recipe that claims it: two claims would be silent."""
+    claims: dict[str, list[str]] = {}
+    for r in catalog.recipes().values():
+        for key in {r.name.lower(), *(a.lower() for a in r.aliases)}:
+            claims.setdefault(key, []).append(r.name)
+    assert {k: v for k, v in claims.items() if len(v) > 1} == {}
+
+
+# Generator cards that name a hub model without pinning its revision (their revision is
+# resolved and recorded at build time). Written when the hub could not be reached to look
+# the commits up; a card added since must pin one, and pinning one of these removes it here.
+UNPINNED = {
+    "controlnet-canny-sd15", "deepfloyd-if", "playground-v25", "resnet50-imagenet", "sd-x4-upscaler", "sd2-1", "sd2-inpainting",
+    "sd3-medium", "sdxl-base",
+}
+
+
+def test_generator_cards_pin_the_hub_revision():
+    from afpbench.plan import looks_like_path
+
+    unpinned = set()
+    for g in catalog.generators().values():
+        models = [(g.model_id, g.revision)] + [(s.model_id, s.revision) for s in g.stages]
+        # The sample backend's model_id is a dataset, read by the source; users supply network models.
+        hub = [(m, rev) for m, rev in models if m and not looks_like_path(m) and g.backend != "sample" and not g.supplied_by_user]
+        if any(rev is None for _, rev in hub):
+            unpinned.add(g.name)
+        for _, rev in hub:
+            assert rev is None or len(rev) == 40 and all(c in "0123456789abcdef" for c in rev), f"{g.name}: revision {rev!r} is not a commit hash"
+    if unpinned:
+        warnings.warn(f"generator cards without a pinned hub revision: {', '.join(sorted(unpinned))}", stacklevel=1)
+    assert unpinned - UNPINNED == set(), "pin 'revision' (the hub commit) in these new generator cards"
+    assert UNPINNED - unpinned == set(), "these cards now pin their revision: remove them from UNPINNED"
 
 
 def test_paper_counts_and_choices_are_distinguished():
@@ -104,26 +195,6 @@ def test_bad_recipe_fails_loudly_with_the_file_named(tmp_path, monkeypatch):
         monkeypatch.delenv("AFPBENCH_CATALOG")
         for f in (catalog.recipes, catalog.generators, catalog.profiles):
             f.cache_clear()
-
-
-def test_registry_lazy_entries_tags_and_plugins(tmp_path, monkeypatch):
-    reg: Registry = Registry("widget", "afpbench.test_widgets")
-    reg.register_lazy("json_dumps", "json:dumps")
-    assert "json_dumps" in reg.names() and reg.target("json_dumps") == "json:dumps"
-    assert reg.get("json_dumps.pretty") is __import__("json").dumps
-    with pytest.raises(UnknownNameError, match="Did you mean: json_dumps"):
-        reg.get("json_dump")
-    with pytest.raises(ValueError):
-        reg.register("a.b", object())
-    # An entry-point plugin, installed as a real distribution on sys.path.
-    dist = tmp_path / "plug-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: plug\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[afpbench.test_widgets]\nplugged = textwrap:dedent\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    fresh: Registry = Registry("widget", "afpbench.test_widgets")
-    assert fresh.names() == ["plugged"]
-    assert fresh.get("plugged") is textwrap.dedent
 
 
 def test_catalog_ships_in_the_wheel_and_list_works_from_anywhere(tmp_path):

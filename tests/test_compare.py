@@ -23,7 +23,7 @@ def _build(out, sd, captions, threads: int = 1, **kw):
     import torch
 
     from afpbench.build import build
-    from afpbench.generate.base import BuildConfig
+    from afpbench.plan import BuildConfig
 
     cfg = BuildConfig(out=out, count=4, model=str(sd), source=str(captions), quiet=True, device="cpu", batch_size=4,
                       params={"height": 64, "width": 64, "num_inference_steps": 3, **kw.pop("params", {})}, **kw)

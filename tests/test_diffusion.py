@@ -11,28 +11,41 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import _regression
 import numpy as np
 import pytest
 
 from afpbench.build import build
+from afpbench.catalog import get_generator, get_recipe, recipes
 from afpbench.dataset import decode_image, open_dataset, verify
 from afpbench.errors import AfpbenchError
-from afpbench.generate.base import BuildConfig
-from afpbench.generate.tiny import build_tiny_pipeline
+from afpbench.generate.tiny import build_tiny_pipeline, kind_for
+from afpbench.plan import BuildConfig
 
 SMALL = {"height": 32, "width": 32, "num_inference_steps": 2}
 IF_SMALL = {"num_inference_steps": 2, "stage2_num_inference_steps": 2, "stage3_num_inference_steps": 2}
-# recipe -> (tiny kind, source, params, expected output size)
-CASES = {
-    "sd2": ("sd", "captions", SMALL, (32, 32)),
-    "sdxl": ("sdxl", "captions", SMALL, (32, 32)),
-    "playground_v25": ("sdxl", "captions", SMALL, (32, 32)),
-    "sd3": ("sd3", "captions", SMALL, (32, 32)),
-    "if": ("if", "captions", IF_SMALL, (64, 64)),
-    "sd2ip": ("inpaint", "photos", {"crop_size": 32, "num_inference_steps": 2}, (32, 32)),
-    "sd2sr": ("upscale", "photos", {"crop_size": 64, "num_inference_steps": 2}, (64, 64)),
-    "stylization": ("controlnet", "photos", SMALL, (32, 32)),
+# task -> (small params, expected output size); the IF cascade's size is its tiny stages'.
+TASK_CASES = {
+    "text2image": (SMALL, (32, 32)),
+    "inpaint": ({"crop_size": 32, "num_inference_steps": 2}, (32, 32)),
+    "upscale": ({"crop_size": 64, "num_inference_steps": 2}, (64, 64)),
+    "controlnet": (SMALL, (32, 32)),
 }
+# Every diffusion recipe of the catalog: a new one is tested the moment its YAML exists.
+DIFFUSION = sorted(n for n, r in recipes().items() if r.generator and get_generator(r.generator).backend == "diffusion")
+
+
+def _case(name: str) -> tuple[str | None, str, dict, tuple[int, int]]:
+    """(tiny kind, source, params, expected output size) of a diffusion recipe, from its card and task."""
+    r = get_recipe(name)
+    card = get_generator(r.generator)
+    params, size = TASK_CASES.get(r.task, ({}, None))
+    if card.stages and card.pipeline.startswith("IF"):
+        params, size = IF_SMALL, (64, 64)
+    return kind_for(card.pipeline), ("captions" if r.source.kind == "captions" else "photos"), params, size
+
+
+CASES = {name: _case(name) for name in DIFFUSION}
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +97,13 @@ def test_offline_t5_tokenizer_layout():
 
 
 # -- every diffusion recipe on a tiny pipeline ----------------------------------------
-@pytest.mark.parametrize("name", list(CASES))
-def test_recipe_builds_from_tiny_pipeline(name, tiny, captions, tmp_path):
+@pytest.mark.parametrize("name", DIFFUSION)
+def test_recipe_builds_from_tiny_pipeline(name, tiny, captions, tmp_path, pytestconfig):
+    kind, source, params, size = CASES[name]
+    if kind is None or size is None:
+        pytest.fail(f"no tiny stand-in for '{name}': add its pipeline class to afpbench.generate.tiny.PIPELINE_KINDS and its task to TASK_CASES")
     path = _build(name, tiny, captions, tmp_path)
     rows = list(open_dataset(path).rows())
-    size = CASES[name][3]
     assert [r["id"].split("/")[0] for r in rows] == [name] * 3
     for r in rows:
         img = decode_image(r["image"])
@@ -103,6 +118,8 @@ def test_recipe_builds_from_tiny_pipeline(name, tiny, captions, tmp_path):
     assert gen["dtype"] == "fp32" and gen["device"] == "cpu"
     assert m["libraries"]["diffusers"] and m["libraries"]["torch"]
     assert m["recipe"]["params"]["num_inference_steps"] == 2
+    spec = {"tiny": kind, "source": source, "params": params, "count": 3, "batch_size": 2, "device": "cpu", "dtype": "fp32"}
+    _regression.check(pytestconfig, name, _regression.dataset_rows(path), spec)
 
 
 def test_sd3_without_t5_folder(tiny, captions, tmp_path):
@@ -205,10 +222,29 @@ def test_cuda_without_gpu(tiny, captions, tmp_path):
         build("sd2", BuildConfig(out=tmp_path, count=2, model=str(tiny("sd")), source=str(captions), device="cuda", params=dict(SMALL), quiet=True))
 
 
+def test_half_precision_on_cpu_is_refused_before_any_work(tiny, captions, tmp_path, monkeypatch):
+    from afpbench.generate.diffusion import DiffusionBackend
+
+    def boom(self):
+        raise AssertionError("the model must not be loaded")
+
+    monkeypatch.setattr(DiffusionBackend, "load", boom)
+    for dtype in ("fp16", "float16"):  # one vocabulary: both spellings name the same dtype
+        with pytest.raises(AfpbenchError, match="float16 is not supported on CPU") as exc:
+            build("sd2", BuildConfig(out=tmp_path, count=2, model=str(tiny("sd")), source=str(captions), device="cpu", dtype=dtype, params=dict(SMALL), quiet=True))
+        assert "\n" not in str(exc.value)
+    with pytest.raises(AfpbenchError, match="Unknown dtype 'fp8'"):
+        build("sd2", BuildConfig(out=tmp_path, count=2, model=str(tiny("sd")), source=str(captions), device="cpu", dtype="fp8", params=dict(SMALL), quiet=True))
+    assert not (tmp_path / "sd2").exists() and _no_partial(tmp_path)
+
+
 def test_dtype_is_honoured_on_cpu(tiny, captions, tmp_path):
     path = build("sd2", BuildConfig(out=tmp_path, count=2, model=str(tiny("sd")), source=str(captions), dtype="bf16", params=dict(SMALL), quiet=True))
     m = json.loads((path / "manifest.json").read_text())
     assert m["generator"]["dtype"] == "bf16" and m["build"]["key"]["dtype"] == "bf16"
+    # The long spelling names the same build (the manifest keeps the short one): nothing to redo.
+    again = build("sd2", BuildConfig(out=tmp_path, count=2, model=str(tiny("sd")), source=str(captions), dtype="bfloat16", params=dict(SMALL), quiet=True))
+    assert (again / "manifest.json").read_text() == (path / "manifest.json").read_text()
 
 
 # -- real hardware / real weights -----------------------------------------------------

@@ -96,8 +96,8 @@ def test_random_weight_backend_keeps_buffers_and_generates(gpu_check, tmp_path):
     buffers as from_pretrained computes them, real tokenizers, and the backend's own generation."""
     from diffusers import StableDiffusion3Pipeline
 
-    from afpbench.generate.base import WorkItem
     from afpbench.generate.tiny import build_tiny_pipeline
+    from afpbench.plan import WorkItem
 
     folder = build_tiny_pipeline("sd3", tmp_path / "sd3")
     params = {"height": 32, "width": 32, "num_inference_steps": 2}

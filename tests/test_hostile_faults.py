@@ -351,7 +351,7 @@ def test_import_sigterm_lock_and_resume(source_folder, tmp_path, capsys):
 
 def test_build_sigterm_lock_and_resume(tmp_path, capsys):
     from afpbench.build import build
-    from afpbench.generate.base import BuildConfig
+    from afpbench.plan import BuildConfig
 
     out, gate, log = tmp_path / "out", tmp_path / "gate", tmp_path / "calls"
     gate.touch()

@@ -484,7 +484,7 @@ def test_import_never_replaces_a_folder_that_is_not_a_dataset(tmp_path, photos):
 
 def test_build_over_a_different_dataset_needs_overwrite_and_same_build_is_kept(tmp_path, photos):
     from afpbench.build import build
-    from afpbench.generate.base import BuildConfig
+    from afpbench.plan import BuildConfig
 
     out = tmp_path / "out"
     path = build("photos", BuildConfig(out=out, count=3, quiet=True))
@@ -510,7 +510,7 @@ def test_standin_build_says_so_and_lists_overrides(tmp_path, sd):
     from afpbench.build import build
     from afpbench.card import parse_front_matter, validate_card
     from afpbench.catalog import get_generator, get_recipe
-    from afpbench.generate.base import BuildConfig
+    from afpbench.plan import BuildConfig
 
     captions = tmp_path / "caps.txt"
     captions.write_text("A red bicycle leaning on a wall.\nA bowl of soup on a table.\n")
@@ -539,7 +539,7 @@ def test_standin_build_says_so_and_lists_overrides(tmp_path, sd):
 def test_source_override_without_standin_and_plain_build(tmp_path):
     from afpbench.build import build
     from afpbench.catalog import get_recipe
-    from afpbench.generate.base import BuildConfig
+    from afpbench.plan import BuildConfig
 
     over = _manifest(build("flickr", BuildConfig(out=tmp_path / "a", count=2, source="photos", quiet=True)))
     assert "standin" not in over and "model" not in over.get("overrides", {})

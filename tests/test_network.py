@@ -16,11 +16,12 @@ import pytest
 import torch
 
 import _nets
-from afpbench.catalog import get_generator, get_recipe
+import _regression
+from afpbench.catalog import get_generator, get_recipe, recipes
 from afpbench.errors import AfpbenchError, UnknownNameError
-from afpbench.generate.base import BuildConfig, WorkItem
 from afpbench.generate.masks import MaskConfig, make_mask
 from afpbench.generate.network import NetworkBackend, fit_square
+from afpbench.plan import BuildConfig, WorkItem
 from afpbench.seeding import row_seed
 
 # recipe -> (factory name in _nets, small-size params)
@@ -82,14 +83,21 @@ def test_mask_config_errors_and_params():
 
 
 # -- every pipeline, as module:callable and as TorchScript ----------------------------
+def test_every_network_recipe_has_a_case():
+    """A network recipe added to the catalog is not covered until it has a CASES entry (and a fixture)."""
+    assert set(CASES) == {n for n, r in recipes().items() if r.generator and get_generator(r.generator).backend == "network"}
+
+
 @pytest.mark.parametrize("recipe", list(CASES))
-def test_pipeline_callable_and_torchscript_agree_and_are_deterministic(recipe, photos, tmp_path):
+def test_pipeline_callable_and_torchscript_agree_and_are_deterministic(recipe, photos, tmp_path, pytestconfig):
     factory = CASES[recipe][0]
     items, inputs = rows(recipe, photos)
 
     b1 = backend(recipe, f"_nets:{factory}")
     prov = b1.load()
     out1 = b1.run(items, inputs)
+    spec = {"model": f"_nets:{factory}", "params": CASES[recipe][1], "rows": len(items), "inputs": "photos 0-2 resized to 96x80", "device": "cpu"}
+    _regression.check(pytestconfig, recipe, _regression.output_rows(items, out1), spec)
     card = get_generator(get_recipe(recipe).generator)
     assert prov["pipeline"] == card.pipeline and prov["model_kind"] == "callable"
     expected_rev = hashlib.sha256(NETS.read_bytes() + b"\0" + factory.encode()).hexdigest()

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import _regression
 from afpbench.catalog import get_recipe
 from afpbench.errors import AfpbenchError
-from afpbench.generate.base import BuildConfig
+from afpbench.plan import BuildConfig
 from afpbench.seeding import row_seed
 from afpbench.sources import load_input, load_original, parse_source, plan, scale_mix
 from afpbench.sources import captions as cap
@@ -199,12 +200,15 @@ def test_editing_recipe_without_captions_fails_with_fix(coco, tmp_path):
     assert all(i.prompt for i in items)
 
 
-def test_flickr_folder_with_results_csv(flickr):
+def test_flickr_folder_with_results_csv(flickr, tmp_path, pytestconfig):
+    from afpbench.build import build
     from afpbench.sources import plan as plan_
 
     items = plan_(get_recipe("flickr"), BuildConfig(count=3, source=str(flickr / "flickr30k-images"))).items
     assert [i.id.split("/")[0] for i in items] == ["flickr"] * 3
     assert all(i.source.endswith(".jpg") for i in items)
+    path = build("flickr", BuildConfig(out=tmp_path, count=3, source=str(flickr / "flickr30k-images"), quiet=True))
+    _regression.check(pytestconfig, "flickr", _regression.dataset_rows(path), {"source": "the test's mini Flickr30k (5 photo crops, JPEG q90)", "count": 3})
 
 
 def test_missing_image_folder_error(tmp_path):
@@ -219,7 +223,7 @@ def test_import_only_set_cannot_be_built():
         backend_for(get_recipe("dalle2"), None)
 
 
-def test_coco_sample_build_keeps_original_bytes(coco, tmp_path):
+def test_coco_sample_build_keeps_original_bytes(coco, tmp_path, pytestconfig):
     from afpbench.build import build
     from afpbench.dataset import open_dataset, verify
 
@@ -230,10 +234,11 @@ def test_coco_sample_build_keeps_original_bytes(coco, tmp_path):
         assert r["image"]["bytes"] == (coco / "train2014" / r["source"]).read_bytes()
         assert (r["width"], r["height"]) == (96, 72)
     assert verify(path).ok
+    _regression.check(pytestconfig, "coco", _regression.dataset_rows(path), {"source": "the test's mini COCO 2014 (8 photo crops, JPEG q90)", "count": 4})
 
 
 # -- bundled photos -------------------------------------------------------------------
-def test_photos_build_equals_photo_crops(tmp_path):
+def test_photos_build_equals_photo_crops(tmp_path, pytestconfig):
     from afpbench.build import build
     from afpbench.dataset import decode_image, open_dataset
     from afpbench.sources.photos import photo_crops
@@ -245,6 +250,7 @@ def test_photos_build_equals_photo_crops(tmp_path):
     for r, c in zip(rows, crops):
         assert decode_image(r["image"]).tobytes() == c.image.tobytes()
         assert r["format"] == "png" and r["prompt"] and json.loads(r["meta"])["crop_box"] == list(c.box)
+    _regression.check(pytestconfig, "photos", _regression.dataset_rows(path), {"params": {"size": 64}, "count": 6})
 
 
 def test_photos_source_for_any_image_recipe():
@@ -322,7 +328,7 @@ def diffusiondb(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("layout", ["saved", "parquet"])
-def test_diffusiondb_sample_build(diffusiondb, tmp_path, layout):
+def test_diffusiondb_sample_build(diffusiondb, tmp_path, layout, pytestconfig):
     from afpbench.build import build
     from afpbench.dataset import open_dataset, verify
 
@@ -336,6 +342,8 @@ def test_diffusiondb_sample_build(diffusiondb, tmp_path, layout):
     assert verify(path).ok
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["source"]["rows_available"] == 6 and manifest["sample"]["copied"] == 4
+    # Both layouts of one dataset give the same rows: one fixture.
+    _regression.check(pytestconfig, "diffusiondb", _regression.dataset_rows(path), {"source": "the test's mini DiffusionDB (6 photo crops, WebP q80)", "count": 4})
 
 
 def test_diffusiondb_errors(diffusiondb, tmp_path):
@@ -346,3 +354,28 @@ def test_diffusiondb_errors(diffusiondb, tmp_path):
     with pytest.raises(AfpbenchError, match="save_to_disk"):
         build("diffusiondb", BuildConfig(out=tmp_path, count=2, quiet=True))  # the hub id, offline and not cached
     assert not (tmp_path / "diffusiondb").exists()
+
+
+# -- the image-folder walker (shared with afpbench import) ------------------------------
+def test_image_listing_rules(tmp_path):
+    """What a build lists from an image folder: image extensions in any case, no hidden entries,
+    no special files; a link to a folder inside the tree is refused (its images would be listed twice)."""
+    import os
+
+    from afpbench.sources.files import iter_image_files, walk
+
+    root = tmp_path / "imgs"
+    (root / "sub").mkdir(parents=True)
+    (root / ".cache").mkdir()
+    for rel in ("b.JPG", "a.png", "sub/c.webp", "notes.txt", ".hidden.png", ".cache/d.png"):
+        (root / rel).write_bytes(b"x")
+    os.mkfifo(root / "pipe.png")
+    assert list(iter_image_files(root)) == ["a.png", "b.JPG", "sub/c.webp"]
+    assert list(iter_image_files(root, include_hidden=True)) == [".cache/d.png", ".hidden.png", "a.png", "b.JPG", "sub/c.webp"]
+    # The import walk sees every entry, the special file as a report.
+    seen = {e.relpath: e.problem for e in walk(root, include_hidden=True)}
+    assert seen["notes.txt"] is None and seen["pipe.png"] == "not a regular file" and len(seen) == 7
+    os.symlink(root / "sub", root / "alias")
+    with pytest.raises(AfpbenchError, match="alias is a symbolic link to sub, a folder inside") as exc:
+        list(iter_image_files(root))
+    assert "\n" not in str(exc.value)

@@ -25,7 +25,7 @@ from afpbench.cli._params import SEED
 def command(name, out, count, model, source, batch_size, device, dtype, seed, quiet, params, out_name, overwrite):
     """Build the test set NAME (see 'afpbench list'); an interrupted build resumes when re-run."""
     from afpbench.build import build
-    from afpbench.generate.base import BuildConfig, parse_param_values
+    from afpbench.plan import BuildConfig, parse_param_values
 
     config = BuildConfig(
         out=out, count=count, seed=seed, model=model, source=source, batch_size=batch_size,

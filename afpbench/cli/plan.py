@@ -44,7 +44,7 @@ def command() -> None:
 def build_cmd(name, batch_size, dtype, count, params, out, as_json, gpu_memory, force):
     """Plan 'afpbench build NAME'."""
     from afpbench.estimate import plan_build
-    from afpbench.generate.base import parse_param_values
+    from afpbench.plan import parse_param_values
 
     _report(plan_build(name, batch_size=batch_size, dtype=dtype, count=count, params=parse_param_values(params), out=out, gpu=_gpu(gpu_memory)), as_json, force)
 

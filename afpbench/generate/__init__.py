@@ -1,4 +1,4 @@
-"""Generation backends, one file per family, registered lazily in ``BACKENDS``.
+"""Generation backends, one file per kind, registered lazily in ``BACKENDS``.
 
 Importing this package is cheap: each backend module (and torch, diffusers...) is
 imported only when ``BACKENDS.get(name)`` asks for it. ``backend_for`` says which

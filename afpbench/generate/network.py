@@ -26,140 +26,27 @@ reproducible from its seed alone.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import random
-import re
-import sys
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from afpbench._util.crops import seeded_square_crop
+from afpbench._util.devices import resolve_device, torch_dtype
 from afpbench.errors import AfpbenchError
-from afpbench.generate.base import Backend, BuildConfig, Output, WorkItem, resolve_device, resolve_dtype, torch_dtype
+from afpbench.generate._tensors import pil_to_tensor, tensor_to_pil
+from afpbench.generate._usernet import DOCS, load_user_network
+from afpbench.generate.base import Backend, Output, build_dtype
+from afpbench.generate.masks import PARAM_NAMES as MASK_PARAMS
 from afpbench.generate.masks import MaskConfig, make_mask
-from afpbench.registry import did_you_mean, load_object
+from afpbench.plan import BuildConfig, WorkItem
+from afpbench.registry import did_you_mean
 
 PIPELINES = ("inpaint", "super_resolution", "class_to_image", "text_to_image")
-DOCS = "see docs/networks.md"
-_CALLABLE_REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-
-
-# -- loading a user-supplied network (shared with the attacked classifier) ------------
-def sha256_bytes(*chunks: bytes) -> str:
-    h = hashlib.sha256()
-    for c in chunks:
-        h.update(c)
-    return h.hexdigest()
-
-
-def file_revision(path: Path) -> str:
-    """``sha256:<hex>`` of a file's bytes: what ``sha256sum net.pt`` prints, so users can check it."""
-    from afpbench._util.hashing import sha256_file
-
-    return "sha256:" + sha256_file(path)
-
-
-def is_callable_ref(ref: str) -> bool:
-    """``pkg.mod:make_net`` (and not an existing file that happens to contain ':')."""
-    return bool(_CALLABLE_REF.fullmatch(ref)) and not Path(ref).exists()
-
-
-def load_torchscript(ref: str, device: str, what: str) -> tuple[Any, dict[str, Any]]:
-    """``torch.jit.load`` with the two failures users meet turned into one-line errors."""
-    path = Path(ref).expanduser()
-    if not path.is_file():
-        raise AfpbenchError(
-            f"The {what} file '{ref}' does not exist; pass --model with the path of a TorchScript file "
-            f"(torch.jit.script(net).save('net.pt')) or a package.module:callable, {DOCS}."
-        )
-    try:
-        net = torch.jit.load(str(path), map_location=device)
-    except Exception as exc:  # torch raises RuntimeError/ValueError/pickle errors with long traces
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise AfpbenchError(
-            f"'{ref}' is not a TorchScript file ({first}); export the {what} with torch.jit.script or "
-            f"torch.jit.trace and save it (a state dict or a pickled model will not do), or pass a "
-            f"package.module:callable, {DOCS}."
-        ) from exc
-    prov = {"model": ref, "model_kind": "torchscript", "revision": file_revision(path), "class": net.original_name}
-    return net, prov
-
-
-def load_callable(ref: str, what: str) -> tuple[Any, dict[str, Any]]:
-    """Import ``module:attr``; an ``nn.Module`` instance is used as is, any other callable
-    is a factory called with no arguments that returns the network.
-
-    The revision is the sha256 of the module's source file plus the attribute name, so
-    editing the exporter changes the recorded revision. A factory that loads weights
-    itself should name their file(s) in ``net.afpbench_weights``: their sha256 joins the
-    revision, so different checkpoints never share one.
-    """
-    obj = load_object(ref)  # raises AfpbenchError when the module or attribute is missing
-    module_name, _, attr = ref.partition(":")
-    module = sys.modules.get(module_name)
-    src = getattr(module, "__file__", None)
-    body = Path(src).read_bytes() if src and Path(src).is_file() else module_name.encode()
-    if isinstance(obj, torch.nn.Module):
-        net = obj
-    elif callable(obj):
-        try:
-            inspect.signature(obj).bind()
-        except TypeError as exc:
-            raise AfpbenchError(
-                f"'{ref}' is called with no arguments to build the {what} but needs some ({exc}); point --model at a "
-                f"factory such as 'def make_net(): return net', {DOCS}."
-            ) from exc
-        except ValueError:
-            pass  # a builtin without a signature: just try it
-        try:
-            net = obj()
-        except AfpbenchError:
-            raise
-        except Exception as exc:
-            first = (str(exc).strip().splitlines() or [""])[0][:160]
-            raise AfpbenchError(f"'{ref}' failed while building the {what} ({type(exc).__name__}: {first}); fix the factory or the weights it loads.") from exc
-    else:
-        raise AfpbenchError(f"'{ref}' is a {type(obj).__name__}, not a network or a factory; point --model at a callable, {DOCS}.")
-    if not callable(net):
-        raise AfpbenchError(f"'{ref}' returned a {type(net).__name__}, which cannot be called; the factory must return the {what}, {DOCS}.")
-    chunks = [body, b"\0", attr.encode()]
-    weights = getattr(net, "afpbench_weights", None)
-    weights = [weights] if isinstance(weights, (str, Path)) else list(weights or [])
-    weight_hashes = {}
-    for w in weights:
-        wp = Path(w).expanduser()
-        if not wp.is_file():
-            raise AfpbenchError(f"'{ref}' names the weights file {w} in afpbench_weights, which does not exist; fix the factory.")
-        weight_hashes[str(wp)] = file_revision(wp)
-        chunks += [b"\0", weight_hashes[str(wp)].encode()]
-    prov = {"model": ref, "model_kind": "callable", "revision": "sha256:" + sha256_bytes(*chunks), "class": type(net).__name__}
-    if weight_hashes:
-        prov["weights"] = weight_hashes
-    return net, prov
-
-
-def load_user_network(ref: str | None, device: str, dtype: torch.dtype, what: str = "network", cast_callables: bool = True) -> tuple[Any, dict[str, Any]]:
-    """Load ``--model`` as TorchScript or ``module:callable``, in eval mode on ``device``.
-
-    TorchScript files are cast to ``dtype``. A factory's network keeps the precision its
-    factory chose when ``cast_callables`` is false: some upstream models (GLIDE's
-    ``convert_to_fp16``) mix precisions on purpose and break when cast wholesale.
-    """
-    if not ref:
-        raise AfpbenchError(
-            f"This {what} is supplied by the user; pass --model path/to/net.pt (TorchScript) or "
-            f"--model package.module:make_net, {DOCS}."
-        )
-    callable_ref = is_callable_ref(ref)
-    net, prov = load_callable(ref, what) if callable_ref else load_torchscript(ref, device, what)
-    if isinstance(net, torch.nn.Module):
-        net = net.eval().to(device=device) if callable_ref and not cast_callables else net.eval().to(device=device, dtype=dtype)
-        for p in net.parameters():
-            p.requires_grad_(False)
-    return net, prov
+# The recipe task each pipeline convention runs.
+TASK_PIPELINES = {"inpaint": "inpaint", "super_resolution": "super_resolution", "gan": "class_to_image", "text2image": "text_to_image"}
 
 
 def floating_dtype(net: Any, default: torch.dtype) -> torch.dtype:
@@ -185,23 +72,6 @@ def accepts_argument(fn: Any, name: str) -> bool:
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-# -- images <-> tensors ----------------------------------------------------------------
-def pil_to_tensor(image) -> torch.Tensor:
-    """RGB PIL -> float [3,H,W] in [0,1]."""
-    import numpy as np
-
-    arr = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
-
-
-def tensor_to_pil(x: torch.Tensor):
-    """float [3,H,W] in [0,1] -> RGB PIL, rounded to the nearest 8-bit level."""
-    from PIL import Image
-
-    arr = x.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(arr, mode="RGB")
-
-
 def fit_square(image, size: int, seed: int) -> tuple[Any, dict[str, Any]]:
     """The input as a ``size`` x ``size`` RGB image.
 
@@ -212,8 +82,6 @@ def fit_square(image, size: int, seed: int) -> tuple[Any, dict[str, Any]]:
     image = image.convert("RGB")
     if image.size == (size, size):
         return image, {}
-    from afpbench.sources.images import seeded_square_crop
-
     crop, facts = seeded_square_crop(image, size, seed)
     return crop, {f"network_{k}": v for k, v in facts.items()}
 
@@ -244,7 +112,7 @@ class NetworkParams:
         known = {f.name: f for f in fields(cls) if f.name != "mask"}
         values: dict[str, Any] = {}
         mask_values: dict[str, Any] = {}
-        mask_keys = {"mask_kind"} | {f"mask_{n}" for n in MaskConfig.__dataclass_fields__}
+        mask_keys = MASK_PARAMS
         for layer in layers:
             for key, value in layer.items():
                 if isinstance(value, str) and key not in ("downscale", "mask_kind"):
@@ -267,13 +135,20 @@ class NetworkParams:
 class NetworkBackend(Backend):
     """Runs a user-supplied network under one of the four pipeline conventions."""
 
-    family = "network"
+    kind = "network"
+    tasks = tuple(TASK_PIPELINES)
+    param_names = frozenset(f.name for f in fields(NetworkParams) if f.name != "mask") | MASK_PARAMS | {"pipeline"}
 
-    def __init__(self, recipe, card, config: BuildConfig):
-        super().__init__(recipe, card, config)
+    def __init__(self, recipe, card, config: BuildConfig, inputs=None):
+        super().__init__(recipe, card, config, inputs)
         pipeline = (card.pipeline if card is not None else None) or recipe.resolved_params().get("pipeline")
         if pipeline not in PIPELINES:
             raise did_you_mean(str(pipeline), list(PIPELINES), "network pipeline", f"Set 'pipeline' in the generator card to one of {', '.join(PIPELINES)}.")
+        if recipe.task in TASK_PIPELINES and TASK_PIPELINES[recipe.task] != pipeline:
+            raise AfpbenchError(
+                f"'{recipe.name}' has task '{recipe.task}' but its network follows the {pipeline} convention; "
+                f"the {recipe.task} task needs {TASK_PIPELINES[recipe.task]}. Fix the recipe or the generator card."
+            )
         self.pipeline = pipeline
         recipe_params = {k: v for k, v in recipe.resolved_params().items() if k != "pipeline"}
         # Typed settings (the base class keeps the raw dict in self.params).
@@ -287,8 +162,8 @@ class NetworkBackend(Backend):
 
     # -- load --------------------------------------------------------------------------
     def load(self) -> dict[str, Any]:
-        self.device = resolve_device(self.config)
-        self.dtype = torch_dtype(resolve_dtype(self.config, self.card, self.device))
+        self.device = resolve_device(self.config.device)
+        self.dtype = torch_dtype(build_dtype(self.config, self.card, self.device))
         ref = self.config.model or (self.card.model_id if self.card else None)
         what = f"{self.card.name if self.card else self.recipe.name} network"
         self.net, prov = load_user_network(ref, self.device, self.dtype, what, cast_callables=False)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from afpbench.generate.base import Backend, Output, WorkItem
+from afpbench.generate.base import Backend, Output
+from afpbench.plan import WorkItem
 
 
 class SampleBackend(Backend):
-    family = "sample"
+    kind = "sample"
+    tasks = ("sample",)
 
     def load(self) -> dict[str, Any]:
         # Nothing to load: the provenance of sampled rows is the source, recorded by build.
@@ -29,13 +31,11 @@ class SampleBackend(Backend):
         }
 
     def run(self, items: list[WorkItem], inputs: list[Any]) -> list[Output]:
-        from afpbench.sources import load_original
-
         outputs = []
         for item, image in zip(items, inputs):
             if image is None:
                 raise ValueError(f"row {item.id} has no input image")
-            original = load_original(item)
+            original = self.inputs.load_original(item)
             meta = {"mode": "copy" if original else "crop"}
             if original:
                 data, fmt = original

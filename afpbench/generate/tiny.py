@@ -26,16 +26,16 @@ from typing import Any, Callable
 from afpbench.errors import AfpbenchError
 
 KINDS = ("sd", "sdxl", "sd3", "sd3-no-t5", "inpaint", "upscale", "controlnet", "if")
-# Which tiny kind stands in for each regenerated diffusion recipe (demo, docs, tests).
-RECIPE_KINDS = {
-    "sd2": "sd",
-    "sdxl": "sdxl",
-    "playground_v25": "sdxl",
-    "sd3": "sd3",
-    "if": "if",
-    "sd2ip": "inpaint",
-    "sd2sr": "upscale",
-    "stylization": "controlnet",
+# Which tiny kind stands in for a generator card's pipeline class (demo, docs, tests): a
+# new diffusion recipe gets its stand-in from its card, without a list of recipes to keep.
+PIPELINE_KINDS = {
+    "StableDiffusionPipeline": "sd",
+    "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusion3Pipeline": "sd3",
+    "IFPipeline": "if",
+    "StableDiffusionInpaintPipeline": "inpaint",
+    "StableDiffusionUpscalePipeline": "upscale",
+    "StableDiffusionControlNetPipeline": "controlnet",
 }
 CLIP_VOCAB_SIZE = 49408  # 256 bytes x2 + 48,894 merges + 2 special tokens
 CLIP_MAX_LENGTH = 77
@@ -283,6 +283,18 @@ _BUILDERS: dict[str, Callable[[], Any]] = {
 }
 
 
+def kind_for(pipeline: str | None) -> str | None:
+    """The tiny kind of a generator card's pipeline class, None when there is none."""
+    return PIPELINE_KINDS.get(pipeline or "")
+
+
+def stands_in_for(kind: str) -> list[str]:
+    """The catalog recipes whose generator a tiny pipeline of ``kind`` stands in for."""
+    from afpbench import catalog
+
+    return sorted(n for n, r in catalog.recipes().items() if r.generator and kind_for(catalog.get_generator(r.generator).pipeline) == kind)
+
+
 def build_tiny_pipeline(kind: str, out_dir: str | Path, seed: int = 0) -> Path:
     """Build a tiny random pipeline of ``kind`` (see ``KINDS``), save it, return its folder.
 
@@ -307,7 +319,7 @@ def build_tiny_pipeline(kind: str, out_dir: str | Path, seed: int = 0) -> Path:
         _BUILDERS[kind]().save_pretrained(out, safe_serialization=True)
     marker = {
         "standin": True, "kind": kind, "seed": seed, "builder": "afpbench.generate.tiny.build_tiny_pipeline",
-        "stands_in_for": sorted(r for r, k in RECIPE_KINDS.items() if k == kind),
+        "stands_in_for": stands_in_for(kind),
         "note": "random weights in a tiny version of the real architecture, built from configs; its images are not the real model's",
     }
     (out / STANDIN_FILE).write_text(json.dumps(marker, indent=1) + "\n")

@@ -1,8 +1,11 @@
 """Where inputs come from: caption files, image folders, archives, HF datasets, bundled photos.
 
-``plan_items(recipe, config)`` turns a recipe and the user's ``--source`` into the full,
-ordered list of ``WorkItem`` rows (cheap: no image is decoded), and
-``load_input(item)`` loads one row's input image when its batch is about to run.
+Each kind of input is a ``Source`` class (``afpbench.sources.base``) registered lazily in
+``afpbench.registry.SOURCES`` under the recipe's ``source.kind`` (third-party sources join
+through the ``afpbench.sources`` entry-point group). ``plan(recipe, config)`` finds the
+recipe's source and asks it for the full, ordered list of ``WorkItem`` rows (cheap: no
+image is decoded); ``load_input(item)`` loads one row's input image when its batch is
+about to run, through the source named in the row's ``image_ref["kind"]``.
 
 ``--source`` forms:
 
@@ -16,22 +19,26 @@ ordered list of ``WorkItem`` rows (cheap: no image is decoded), and
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from afpbench.errors import AfpbenchError
+from afpbench.plan import BuildConfig, Plan, WorkItem
+from afpbench.registry import SOURCES
+from afpbench.sources.base import scale_mix
 
 if TYPE_CHECKING:  # pragma: no cover
     from afpbench.catalog import Recipe
-    from afpbench.generate.base import BuildConfig, WorkItem
+    from afpbench.sources.base import Source
 
-IMAGE_KINDS = ("images", "imagenet", "import", "photos")
-
-
-@dataclass
-class Plan:
-    items: list["WorkItem"]
-    info: dict[str, Any] = field(default_factory=dict)  # recorded as the manifest's "source"
+SOURCES.register_lazy("captions", "afpbench.sources.captions:CaptionSource")
+SOURCES.register_lazy("images", "afpbench.sources.images:ImageFolderSource")
+# Images the user supplies for a sampled real set (coco, flickr): read as image folders.
+SOURCES.register_lazy("import", "afpbench.sources.images:ImageFolderSource")
+SOURCES.register_lazy("imagenet", "afpbench.sources.imagenet:ImageNetSource")
+SOURCES.register_lazy("classes", "afpbench.sources.imagenet:ClassSource")
+SOURCES.register_lazy("hf_dataset", "afpbench.sources.hf:HFSource")
+SOURCES.register_lazy("photos", "afpbench.sources.photos:PhotosSource")
 
 
 def parse_source(spec: str | None) -> dict[str, str]:
@@ -50,165 +57,60 @@ def parse_source(spec: str | None) -> dict[str, str]:
     return {"": spec}
 
 
-def scale_mix(mix: dict[str, int], count: int) -> dict[str, int]:
-    """The recipe's mix scaled to ``count`` rows (largest remainder; keys keep their order)."""
-    total = sum(mix.values())
-    if total == count:
-        return dict(mix)
-    exact = {k: v * count / total for k, v in mix.items()}
-    out = {k: int(x) for k, x in exact.items()}
-    for k in sorted(mix, key=lambda k: (-(exact[k] - out[k]), list(mix).index(k)))[: count - sum(out.values())]:
-        out[k] += 1
-    return out
+def source(name: str) -> "Source":
+    """An instance of the source registered as ``name``."""
+    return SOURCES.get(name)()
 
 
-def _size_for_photos(params: dict[str, Any]) -> int:
-    from afpbench.sources.images import crop_size_of
-
-    size = crop_size_of(params) or params.get("size")
-    if not size and (params.get("height") or params.get("width")):
-        size = max(int(params.get("height") or 0), int(params.get("width") or 0))
-    return int(size or 256)
-
-
-def plan(recipe: "Recipe", config: "BuildConfig") -> Plan:
+def plan(recipe: "Recipe", config: BuildConfig) -> Plan:
     """Every row of the build, in final order, with what the manifest records about the source."""
-    from afpbench.catalog import get_generator
-    from afpbench.generate.base import resolve_params
-
     count = recipe.count.value if config.count is None else int(config.count)
     if count < 1:
         raise AfpbenchError(f"--count must be at least 1 (got {count}).")
-    params = resolve_params(recipe, config)
-    kind = recipe.source.kind
-    given = parse_source(config.source)
-    spec_text = config.source
-
-    if kind == "photos" or config.source == "photos":
-        if kind not in IMAGE_KINDS:
-            what = {"captions": "captions (a text file, COCO or Flickr30k annotations)", "classes": "class ids (no --source)", "hf_dataset": "a dataset (--source PATH)"}.get(kind, kind)
-            raise AfpbenchError(f"'{recipe.name}' takes {what}, not images, so --source photos does not apply; pass {'--source afpbench/data/demo_captions.txt for an offline run' if kind == 'captions' else 'the source it needs'}.")
-        from afpbench.sources.images import plan_photos
-
-        items, info = plan_photos(recipe, config, count, size=_size_for_photos(params), min_scale=float(params.get("min_scale", 0.35)))
-        return Plan(items, {"spec": "photos", **info})
-
-    card = get_generator(recipe.generator) if recipe.generator else None
-    keys = list(recipe.source.mix) or [recipe.source.dataset or kind]
-
-    if kind == "classes":
-        from afpbench.sources.imagenet import plan_classes
-
-        items, info = plan_classes(recipe, config, count, int(params.get("num_classes") or 1000))
-        return Plan(items, info)
-
-    if kind == "hf_dataset":
-        from afpbench.sources import hf
-
-        spec = given.get("") or next(iter(given.values()), None) or recipe.source.dataset
-        if not spec:
-            raise AfpbenchError(f"'{recipe.name}' samples a dataset; pass --source PATH (a save_to_disk folder or parquet files).")
-        items, info = hf.plan(recipe, config, spec, count)
-        return Plan(items, info)
-
-    if kind == "captions":
-        from afpbench.sources import captions
-
-        if not given:
-            raise AfpbenchError(
-                f"'{recipe.name}' prompts with captions; pass --source {','.join(f'{k}=PATH' for k in keys)} "
-                f"(COCO captions_train2014.json, Flickr30k results.csv) or one caption file, e.g. --source afpbench/data/demo_captions.txt."
-            )
-        if "" in given:
-            path = given[""]
-            fmt, _ = captions.read_captions(path, recipe.source.split)
-            key = {"coco": "coco", "flickr_csv": "flickr", "flickr_token": "flickr", "karpathy": "flickr"}.get(fmt, fmt)
-            sources, counts = {key: path}, {key: count}
-        else:
-            _check_keys(recipe, given, keys)
-            sources, counts = given, scale_mix(recipe.source.mix, count)
-        items, info = captions.plan(recipe, config, sources, {k: n for k, n in counts.items() if n})
-        return Plan(items, {"spec": spec_text, "mix": counts, **info})
-
-    if kind in ("images", "import", "imagenet"):
-        if kind == "import" and recipe.task != "sample":
-            raise AfpbenchError(f"'{recipe.name}' cannot be built; package your copy with 'afpbench import {recipe.name} PATH'.")
-        extra = ("captions",) if kind != "imagenet" else ()
-        if not given:
-            example = {"imagenet": "an ImageNet-style folder", "import": f"your local {keys[0]} image folder"}.get(kind, f"{keys[0]}=IMAGE_FOLDER[,captions=CAPTIONS_FILE]")
-            raise AfpbenchError(f"'{recipe.name}' needs input images; pass --source {example}, or --source photos for the bundled photos.")
-        if "" in given:
-            if len(keys) > 1:
-                raise AfpbenchError(f"'{recipe.name}' mixes {', '.join(keys)}; pass --source {','.join(f'{k}=PATH' for k in keys)}.")
-            given = {keys[0]: given[""]}
-        _check_keys(recipe, {k: v for k, v in given.items() if k not in extra}, keys)
-        counts = scale_mix(recipe.source.mix, count) if recipe.source.mix else {keys[0]: count}
-        from afpbench.sources import images, imagenet
-
-        items, infos, start = [], {}, 0
-        need_captions = card is not None and card.backend == "diffusion"
-        for key, n in counts.items():
-            if not n:
-                continue
-            if kind == "imagenet":
-                its, inf = imagenet.plan_folder(recipe, config, key, given[key], n, start, size=int(params.get("image_size") or 224))
-            else:
-                its, inf = images.plan_folder(
-                    recipe, config, key, given[key], n, start, captions=given.get("captions"), need_captions=need_captions,
-                    crop=images.crop_size_of(params),
-                )
-            items += its
-            infos[key] = inf
-            start += n
-        return Plan(items, {"spec": spec_text, "kind": kind, "mix": counts, "collections": infos})
-
-    raise AfpbenchError(f"'{recipe.name}' has source kind '{kind}', which afpbench build does not read; use 'afpbench import'.")
+    name = "photos" if config.source == "photos" else recipe.source.kind
+    if name not in SOURCES:
+        raise AfpbenchError(f"'{recipe.name}' has source kind '{name}', which afpbench build does not read; use 'afpbench import'.")
+    return source(name).plan(recipe, replace(config, count=count), parse_source(config.source))
 
 
-def _check_keys(recipe: "Recipe", given: dict[str, str], keys: list[str]) -> None:
-    missing = [k for k in keys if k not in given]
-    unknown = [k for k in given if k not in keys]
-    if missing or unknown:
-        raise AfpbenchError(
-            f"'{recipe.name}' reads {', '.join(keys)}"
-            + (f"; --source lacks {', '.join(missing)}" if missing else "")
-            + (f"; --source has unknown {', '.join(unknown)}" if unknown else "")
-            + f". Pass --source {','.join(f'{k}=PATH' for k in keys)} (or a single PATH for all rows)."
-        )
-
-
-def plan_items(recipe: "Recipe", config: "BuildConfig") -> list["WorkItem"]:
-    """The rows of a build, in order (see ``plan`` for the source description too)."""
-    return plan(recipe, config).items
-
-
-def load_input(item: "WorkItem"):
+def load_input(item: WorkItem) -> Any:
     """The row's input image (RGB PIL), or None for rows without one (captions, classes)."""
     ref = item.image_ref
-    if ref is None:
-        return None
-    if ref["kind"] in ("file", "photo"):
-        from afpbench.sources.images import load_input as load
-
-        return load(item)
-    if ref["kind"] == "hf":
-        from afpbench.sources.hf import load_input as load
-
-        return load(item)
-    raise ValueError(f"unknown image_ref kind {ref['kind']!r}")
+    return None if ref is None else source(ref["kind"]).load_input(item)
 
 
-def load_original(item: "WorkItem") -> tuple[bytes, str] | None:
+def load_original(item: WorkItem) -> tuple[bytes, str] | None:
     """The input's own encoded bytes and format when the row copies a whole real image, else None."""
     ref = item.image_ref
-    if ref is None:
-        return None
-    if ref["kind"] == "file":
-        from afpbench.sources.images import load_original as load
+    return None if ref is None else source(ref["kind"]).load_original(item)
 
-        return load(item)
-    if ref["kind"] == "hf":
-        from afpbench.sources.hf import load_original as load
 
-        return load(item)
-    return None
+def image_pool(spec: str, count: int, *, size: int, seed: int, prefix: str = "pool") -> tuple[list[str], list[Any]]:
+    """``count`` images named by ``spec``, as (ids, RGB images): seeded ``size`` px crops of the
+    bundled photos (``spec`` "photos", ids under ``prefix``), or the first files of a folder by
+    sorted path, as they are (ids: their paths in it). See ``afpbench.plan.Inputs``."""
+    if spec == "photos":
+        from afpbench.sources.photos import photo_crops
+
+        crops = list(photo_crops(count, seed=seed, size=size, prefix=prefix))
+        return [c.id for c in crops], [c.image for c in crops]
+    from pathlib import Path
+
+    from afpbench.sources.images import list_images, open_image
+
+    folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        raise AfpbenchError(f"The image pool '{spec}' is neither 'photos' nor a folder; pass photos or a folder of images.")
+    files = list(list_images(str(folder)))[:count]
+    return files, [open_image(str(folder / f)) for f in files]
+
+
+class SourceInputs:
+    """``afpbench.plan.Inputs`` served by the registered sources: what ``build`` hands a backend."""
+
+    load_input = staticmethod(load_input)
+    load_original = staticmethod(load_original)
+    image_pool = staticmethod(image_pool)
+
+
+__all__ = ["SOURCES", "SourceInputs", "image_pool", "load_input", "load_original", "parse_source", "plan", "scale_mix", "source"]

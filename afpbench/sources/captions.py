@@ -23,9 +23,14 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from afpbench.errors import AfpbenchError
+from afpbench.plan import BuildConfig, Plan, WorkItem, looks_like_path
+from afpbench.sources.base import Source, check_keys, collection_keys, recipe_seed, sample_indices, scale_mix
+
+if TYPE_CHECKING:  # pragma: no cover
+    from afpbench.catalog import Recipe
 
 CAPTION_COLUMNS = ("caption", "captions", "sentences", "raw", "text", "prompt")
 
@@ -138,9 +143,9 @@ def _read_text(path: Path) -> list[Caption]:
 
 
 def _read_hf(spec: str, split: str | None) -> list[Caption]:
-    from afpbench.sources.hf import open_dataset
+    from afpbench.sources.hf import open_hf_dataset
 
-    ds = open_dataset(spec, split=split)
+    ds = open_hf_dataset(spec, split=split)
     col = next((c for c in CAPTION_COLUMNS if c in ds.column_names), None)
     if col is None:
         raise AfpbenchError(f"Dataset {spec} has no caption column (looked for {', '.join(CAPTION_COLUMNS)}); pass a dataset with one.")
@@ -160,8 +165,6 @@ def read_captions(spec: str, split: str | None = None) -> tuple[str, tuple[Capti
     """(detected format, every caption of the collection in a stable order)."""
     path = Path(spec).expanduser()
     if not path.exists():
-        from afpbench.generate.base import looks_like_path
-
         if looks_like_path(spec):
             raise AfpbenchError(f"Caption source {spec} does not exist; pass an existing COCO/Flickr30k annotation file, a text file, or a dataset folder.")
         return "hf", tuple(_read_hf(spec, split))
@@ -173,27 +176,11 @@ def read_captions(spec: str, split: str | None = None) -> tuple[str, tuple[Capti
     return fmt, tuple(caps)
 
 
-def permutation(n: int, seed: int) -> list[int]:
-    """A seeded permutation of ``range(n)`` (numpy's PCG64: stable across platforms)."""
-    import numpy as np
-
-    return np.random.default_rng(seed).permutation(n).tolist()
-
-
-def sample_indices(pool_size: int, n: int, seed: int) -> list[tuple[int, int]]:
-    """``n`` (pool index, repetition) pairs: a seeded permutation, repeated if ``n`` exceeds the pool."""
-    if pool_size == 0:
-        return []
-    order = permutation(pool_size, seed)
-    return [(order[i % pool_size], i // pool_size) for i in range(n)]
-
-
-def plan(recipe, config, sources: dict[str, str], counts: dict[str, int], start_index: int = 0) -> tuple[list[Any], dict[str, Any]]:
+def plan_captions(recipe: "Recipe", config: BuildConfig, sources: dict[str, str], counts: dict[str, int], start_index: int = 0) -> tuple[list[WorkItem], dict[str, Any]]:
     """WorkItems for a captions recipe: ``counts[key]`` rows from ``sources[key]``, in key order."""
-    from afpbench.generate.base import WorkItem
     from afpbench.seeding import row_seed
 
-    seed = recipe.seed if config.seed is None else config.seed
+    seed = recipe_seed(recipe, config)
     items: list[WorkItem] = []
     info: dict[str, Any] = {"kind": "captions", "collections": {}}
     index = start_index
@@ -207,3 +194,28 @@ def plan(recipe, config, sources: dict[str, str], counts: dict[str, int], start_
             items.append(WorkItem(index=index, id=rid, seed=row_seed(seed, rid), prompt=cap.text, source=f"{key}-{cap.id}", meta={"caption_id": cap.id, "collection": key}))
             index += 1
     return items, info
+
+
+class CaptionSource(Source):
+    """Prompts drawn from caption collections; rows have no input image."""
+
+    name = "captions"
+
+    def plan(self, recipe: "Recipe", config: BuildConfig, given: dict[str, str]) -> Plan:
+        count = int(config.count)
+        keys = collection_keys(recipe)
+        if not given:
+            raise AfpbenchError(
+                f"'{recipe.name}' prompts with captions; pass --source {','.join(f'{k}=PATH' for k in keys)} "
+                f"(COCO captions_train2014.json, Flickr30k results.csv) or one caption file, e.g. --source afpbench/data/demo_captions.txt."
+            )
+        if "" in given:
+            path = given[""]
+            fmt, _ = read_captions(path, recipe.source.split)
+            key = {"coco": "coco", "flickr_csv": "flickr", "flickr_token": "flickr", "karpathy": "flickr"}.get(fmt, fmt)
+            sources, counts = {key: path}, {key: count}
+        else:
+            check_keys(recipe, given, keys)
+            sources, counts = given, scale_mix(recipe.source.mix, count)
+        items, info = plan_captions(recipe, config, sources, {k: n for k, n in counts.items() if n})
+        return Plan(items, {"spec": config.source, "mix": counts, **info})

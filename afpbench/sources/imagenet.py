@@ -15,16 +15,21 @@ from __future__ import annotations
 import functools
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from afpbench.errors import AfpbenchError
+from afpbench.plan import BuildConfig, Plan, WorkItem, resolve_params
+from afpbench.sources.base import Source, recipe_seed, sample_indices
+from afpbench.sources.files import is_image_name
+from afpbench.sources.images import ImageFolderSource, list_images, plan_mix
+
+if TYPE_CHECKING:  # pragma: no cover
+    from afpbench.catalog import Recipe
 
 
 @functools.lru_cache(maxsize=4)
 def list_imagenet(root: str) -> tuple[tuple[str, int | None, str | None], ...]:
     """(relative file, class index or None, class folder or None), sorted."""
-    from afpbench.sources.images import IMAGE_EXTENSIONS, list_images
-
     base = Path(root)
     classes = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
     out: list[tuple[str, int | None, str | None]] = []
@@ -32,15 +37,14 @@ def list_imagenet(root: str) -> tuple[tuple[str, int | None, str | None], ...]:
         for idx, wnid in enumerate(classes):
             for rel in list_images(str(base / wnid)):
                 out.append((f"{wnid}/{rel}", idx, wnid))
-    flat = [p.name for p in base.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS)]
+    flat = [p.name for p in base.iterdir() if p.is_file() and is_image_name(p.name)]
     out += [(name, None, None) for name in sorted(flat)]
     return tuple(out)
 
 
-def plan_folder(recipe, config, key: str, root: str, n: int, start_index: int, *, size: int) -> tuple[list[Any], dict[str, Any]]:
-    from afpbench.generate.base import WorkItem
+def plan_folder(recipe: "Recipe", config: BuildConfig, key: str, root: str, n: int, start_index: int, *, size: int) -> tuple[list[WorkItem], dict[str, Any]]:
+    """``n`` rows sampled from the ImageNet-style folder ``root``, loaded with the evaluation geometry at ``size`` px."""
     from afpbench.seeding import row_seed
-    from afpbench.sources.captions import sample_indices
 
     base = Path(root).expanduser()
     if not base.is_dir():
@@ -49,7 +53,7 @@ def plan_folder(recipe, config, key: str, root: str, n: int, start_index: int, *
     if not files:
         raise AfpbenchError(f"No image found under {root}; pass an ImageNet-style folder (class sub-folders of .JPEG files).")
     n_classes = sum(1 for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
-    seed = recipe.seed if config.seed is None else config.seed
+    seed = recipe_seed(recipe, config)
     picks = sample_indices(len(files), n, row_seed(seed, f"{recipe.name}:{key}"))
     items = []
     for i, (pos, rep) in enumerate(picks):
@@ -64,22 +68,43 @@ def plan_folder(recipe, config, key: str, root: str, n: int, start_index: int, *
         # then fall back to the classifier's clean prediction.
         if label is not None and n_classes == 1000:
             meta["class_index"] = label
-        ref = {"kind": "file", "path": str(base / rel), "crop": size, "crop_mode": "center"}
+        ref = {"kind": ImageNetSource.name, "path": str(base / rel), "crop": size, "crop_mode": "center"}
         items.append(WorkItem(index=start_index + i, id=rid, seed=row_seed(seed, rid), source=rel, image_ref=ref, meta=meta))
     info = {"path": str(base), "images": len(files), "rows": n, "labelled": n_classes == 1000, "repeated": n > len(files)}
     return items, info
 
 
-def plan_classes(recipe, config, n: int, num_classes: int) -> tuple[list[Any], dict[str, Any]]:
-    """``n`` rows, each with a class drawn uniformly from ``num_classes`` by the row seed."""
-    from afpbench.generate.base import WorkItem
-    from afpbench.seeding import row_seed
+class ImageNetSource(ImageFolderSource):
+    """Rows sampled from an ImageNet-style folder (the attack recipes); loaded as the image folders are."""
 
-    seed = recipe.seed if config.seed is None else config.seed
-    items = []
-    for i in range(n):
-        rid = f"{recipe.name}/{i:05d}"
-        s = row_seed(seed, rid)
-        cls = random.Random(row_seed(s, "class")).randrange(num_classes)
-        items.append(WorkItem(index=i, id=rid, seed=s, source=f"class-{cls}", meta={"class_index": cls}))
-    return items, {"kind": "classes", "num_classes": num_classes, "rows": n}
+    name = "imagenet"
+    param_names = frozenset({"image_size"})
+
+    def plan(self, recipe: "Recipe", config: BuildConfig, given: dict[str, str]) -> Plan:
+        size = int(resolve_params(recipe, config).get("image_size") or 224)
+
+        def one(key: str, root: str, n: int, start: int) -> tuple[list[WorkItem], dict[str, Any]]:
+            return plan_folder(recipe, config, key, root, n, start, size=size)
+
+        return plan_mix(recipe, config, given, extra=(), plan_one=one)
+
+
+class ClassSource(Source):
+    """Class ids for a class-conditional network: each row's class is drawn from its own seed; no input image."""
+
+    name = "classes"
+    param_names = frozenset({"num_classes"})
+
+    def plan(self, recipe: "Recipe", config: BuildConfig, given: dict[str, str]) -> Plan:
+        from afpbench.seeding import row_seed
+
+        n = int(config.count)
+        num_classes = int(resolve_params(recipe, config).get("num_classes") or 1000)
+        seed = recipe_seed(recipe, config)
+        items = []
+        for i in range(n):
+            rid = f"{recipe.name}/{i:05d}"
+            s = row_seed(seed, rid)
+            cls = random.Random(row_seed(s, "class")).randrange(num_classes)
+            items.append(WorkItem(index=i, id=rid, seed=s, source=f"class-{cls}", meta={"class_index": cls}))
+        return Plan(items, {"kind": "classes", "num_classes": num_classes, "rows": n})
