@@ -165,9 +165,9 @@ def test_shared_options_mean_the_same_in_every_command():
         assert _option(command, "--workers") is None or _option(command, "--workers").hidden, name
         if (p := _option(command, "--out")) is not None:
             assert isinstance(p.type, click.Path) and p.help, name
-    assert sorted(seen["--device"]) == ["build", "evaluate", "train"]
-    assert sorted(seen["--dtype"]) == ["build", "evaluate", "plan build", "plan evaluate", "train"]
-    assert sorted(seen["--num-workers"]) == ["evaluate", "import", "train"]
+    assert sorted(seen["--device"]) == ["build", "detect", "evaluate", "train"]
+    assert sorted(seen["--dtype"]) == ["build", "detect", "evaluate", "plan build", "plan evaluate", "train"]
+    assert sorted(seen["--num-workers"]) == ["detect", "evaluate", "import", "train"]
 
 
 def test_dtype_spellings_reach_the_library_as_one():
