@@ -125,6 +125,12 @@ class TrainConfig:
     buffer_blocks: int = 16
     """...and shuffles rows within a buffer of this many blocks (a full shuffle for small sets)."""
 
+    def __post_init__(self) -> None:
+        # Paths are given as Path as often as str; the typed train result records strings.
+        self.out = str(self.out)
+        self.train = [str(p) for p in self.train]
+        self.val = [str(p) for p in self.val]
+
     def resolved(self, recipe: dict[str, Any] | None = None) -> "TrainConfig":
         """A copy with every ``None`` hyper-parameter filled from the recipe (the detector's
         ``train_recipe`` over the paper's); a beta given alone keeps the recipe's other one."""
