@@ -54,13 +54,24 @@ class DemoSize:
     epochs_cnn: int
     epochs_afp: int
     bootstrap: int
-    perturb: str
+    perturb: str       # the robustness suite scored beside the clean images
+    batch_size: int    # of the builds: attacks and stand-ins run whole batches at once
 
 
+# The full size keeps to under 5 minutes on 2 idle CPU cores (BENCHMARK.md has the step times):
+# 80 rows per set, 128 px images, 2 denoising steps for the random stand-ins, 12
+# feature-collision steps.
 SIZES = {
-    "full": DemoSize(rows=100, train_rows=60, image_size=160, steps=3, poison_steps=40, epochs_cnn=3, epochs_afp=4, bootstrap=1000, perturb="jpeg:75"),
-    "check": DemoSize(rows=24, train_rows=24, image_size=128, steps=2, poison_steps=20, epochs_cnn=2, epochs_afp=3, bootstrap=200, perturb="jpeg:75"),
+    "full": DemoSize(rows=80, train_rows=40, image_size=128, steps=2, poison_steps=12, epochs_cnn=3, epochs_afp=3, bootstrap=1000, perturb="chain", batch_size=16),
+    "check": DemoSize(rows=24, train_rows=24, image_size=128, steps=2, poison_steps=20, epochs_cnn=3, epochs_afp=3, bootstrap=200, perturb="chain", batch_size=8),
 }
+#: The views scored in the one evaluation pass: the stored bytes, and the fakes re-encoded
+#: with codecs drawn from the real pool's (so the file format gives nothing away).
+VIEWS = ("native", "codec-matched")
+#: Torch threads of every step. Fixed, not the machine's count: float sums depend on how
+#: many threads share them, so a fixed count gives the same sets, models and table on any
+#: machine of one kind, with one thread or many to spare.
+THREADS = 2
 # Fake sets with a training split; the real training set has as many rows as they have
 # together, so the learners see balanced classes.
 TRAIN_FAKES = ("sd2", "sd2ip", "adversarial", "backdoor", "data_poisoning")
@@ -98,6 +109,10 @@ class DemoReport:
     results: list[Path]
     table: str                  # the leaderboard's clean-image table, as text
     seconds: float              # the whole run
+    views_table: str = ""       # mean AUC native vs codec-matched, per detector
+    lead_line: str = ""         # who led natively, who leads once the codec is matched
+    detect_table: str = ""      # afpbench detect on three of the demo's own images
+    audit: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
     note: str = STANDIN_NOTE    # what the stand-ins' numbers mean
 
@@ -130,7 +145,19 @@ def run_demo(cfg: DemoConfig, progress: Callable[[str], None] | None = None) -> 
     data, train_dir, models, results_dir, site = out / "data", out / "train", out / "models", out / "results", out / "site"
     for d in (data, train_dir, models):
         d.mkdir(parents=True, exist_ok=True)
-    steps = _Steps(9, echo)
+    steps = _Steps(11, echo)
+    import torch
+
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        return _run_steps(cfg, size, out, data, train_dir, models, results_dir, site, steps, echo)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run_steps(cfg: DemoConfig, size: DemoSize, out: Path, data: Path, train_dir: Path, models: Path, results_dir: Path, site: Path,
+               steps: _Steps, echo: Callable[[str], None]) -> DemoReport:
     t0 = time.perf_counter()
     echo(f"afpbench demo ({'check' if cfg.check else 'full'} size: {size.rows} rows per set, seed {cfg.seed}) -> {out}")
     echo("  " + STANDIN_NOTE)
@@ -145,13 +172,19 @@ def run_demo(cfg: DemoConfig, progress: Callable[[str], None] | None = None) -> 
     steps.run("editing and text-to-image with small stand-in diffusers pipelines (sd2ip, sd2sr, sd2)",
               lambda: _build_diffusion(data, train_dir, models, size, cfg, echo))
     steps.run("verify every set", lambda: _verify_all([data, train_dir], echo))
+    audit_dir = steps.run("audit every set's encoding for shortcuts (format, JPEG quality, size, bits per pixel)",
+                          lambda: _audit(data, out / "audit", size, cfg, echo))
     trained = steps.run("train spectral, efficientnet, format and AntifakePrompt's soft prompt on the held-in training split",
                         lambda: _train(train_dir, models, size, cfg, echo))
-    results = steps.run("evaluate every detector on the test sets (bootstrap CIs, plus the jpeg:75 robustness suite)",
+    results = steps.run(f"evaluate every detector on the test sets: views {' and '.join(VIEWS)}, clean and the '{size.perturb}' suite, bootstrap CIs",
                         lambda: _evaluate(data, results_dir, trained, size, cfg, echo))
-    board = steps.run("publish the leaderboard (JSON, Markdown, HTML with plots)", lambda: _publish(results, site))
+    board = steps.run("publish the leaderboard (JSON, Markdown, HTML with plots, the audit and the sets gallery)",
+                      lambda: _publish(results, site, audit_dir, data))
+    detect_table = steps.run("afpbench detect on three of the demo's own images", lambda: _detect_three(data, trained, out, echo))
+    views_table, lead = _views_summary(board)
     return DemoReport(out=out, site=site, leaderboard=board, results=results, table=_summary_table(board),
-                      seconds=time.perf_counter() - t0, timings=steps.timings)
+                      seconds=time.perf_counter() - t0, timings=steps.timings, views_table=views_table, lead_line=lead,
+                      detect_table=detect_table, audit=audit_dir)
 
 
 # -- steps ----------------------------------------------------------------------------
@@ -210,17 +243,19 @@ def _import_folder(out: Path, data: Path, size: DemoSize, cfg: DemoConfig, echo)
 
 
 def _build_attacks(data: Path, train_dir: Path, size: DemoSize, cfg: DemoConfig, echo) -> None:
+    from afpbench.dataset import load_manifest
+
     for recipe in ATTACK_SETS:
         params: dict[str, Any] = {"image_size": size.image_size}
         if recipe == "data_poisoning":
             params["steps"] = size.poison_steps
-        for where, count, seed in ((data, size.rows, cfg.seed), (train_dir, size.train_rows, cfg.seed + 1)):
-            _build(recipe, where, recipe, count, seed, cfg, source="photos", model="efficientnet-lite0", params=params)
-        from afpbench.dataset import load_manifest
-
+        for where, count, seed, split in ((data, size.rows, cfg.seed, "test"), (train_dir, size.train_rows, cfg.seed + 1, "training")):
+            t = time.perf_counter()
+            _build(recipe, where, recipe, count, seed, cfg, source="photos", model="efficientnet-lite0", params=params, batch_size=size.batch_size)
+            echo(f"      {recipe}: {count} {split} rows in {time.perf_counter() - t:.0f}s")
         m = load_manifest(data / recipe)
         extra = {k: v for k, v in m.items() if "success" in k or k == "attack"}
-        echo(f"      {recipe}: {m['num_rows']} test rows; {json.dumps(extra, default=str)[:160]}")
+        echo(f"      {recipe}: {json.dumps(extra, default=str)[:160]}")
 
 
 def _build_diffusion(data: Path, train_dir: Path, models: Path, size: DemoSize, cfg: DemoConfig, echo) -> None:
@@ -239,10 +274,13 @@ def _build_diffusion(data: Path, train_dir: Path, models: Path, size: DemoSize, 
     ]
     for recipe, kind, kw in plans:
         model = build_tiny_pipeline(kind, models / f"tiny-{kind}")
-        _build(recipe, data, recipe, size.rows, cfg.seed, cfg, model=str(model), **kw)
+        t = time.perf_counter()
+        _build(recipe, data, recipe, size.rows, cfg.seed, cfg, model=str(model), batch_size=size.batch_size, **kw)
+        echo(f"      {recipe}: {_rows(data / recipe)} test rows from the stand-in '{kind}' pipeline in {time.perf_counter() - t:.0f}s")
         if recipe != "sd2sr":  # sd2sr stays unseen in training (held-out)
-            _build(recipe, train_dir, recipe, size.train_rows, cfg.seed + 1, cfg, model=str(model), **kw)
-        echo(f"      {recipe}: {_rows(data / recipe)} test rows from the stand-in '{kind}' pipeline")
+            t = time.perf_counter()
+            _build(recipe, train_dir, recipe, size.train_rows, cfg.seed + 1, cfg, model=str(model), batch_size=size.batch_size, **kw)
+            echo(f"      {recipe}: {size.train_rows} training rows in {time.perf_counter() - t:.0f}s")
 
 
 def _verify_all(folders: list[Path], echo) -> None:
@@ -268,16 +306,19 @@ def _train(train_dir: Path, models: Path, size: DemoSize, cfg: DemoConfig, echo)
     plans = {
         "spectral": dict(),
         "format": dict(),
-        "efficientnet": dict(epochs=size.epochs_cnn, batch_size=16, lr=1e-3, image_size=size.image_size),
+        # EfficientNet-Lite0 is the one learner big enough to gain from a second thread.
+        "efficientnet": dict(epochs=size.epochs_cnn, batch_size=16, lr=1e-3, image_size=size.image_size, threads=THREADS),
         "antifakeprompt": dict(epochs=size.epochs_afp, batch_size=8, lr=5e-2, base=str(base)),
     }
     trained: dict[str, dict[str, Any]] = {}
     for name, over in plans.items():
-        # One torch thread: tiny models on 2 cores run far faster without thread contention.
+        t = time.perf_counter()
+        # One torch thread: tiny models on 2 cores run far faster without thread contention,
+        # and a fixed thread count keeps the sums (so the table) the same on every machine.
         res = train(TrainConfig(detector=name, train=sets, out=str(models / f"trained-{name}"), seed=42 + cfg.seed,
-                                quiet=True, threads=1, **over))
+                                quiet=True, **{"threads": 1, **over}))
         losses = ", ".join(f"{x:.3f}" for x in res.train_losses)
-        echo(f"      {name}: epochs {len(res.epochs)}, train loss {losses}, kept epoch {res.best_epoch}")
+        echo(f"      {name}: epochs {len(res.epochs)}, train loss {losses}, kept epoch {res.best_epoch} ({time.perf_counter() - t:.0f}s)")
         trained[name] = {"weights": str(res.best_checkpoint), "base": over.get("base")}
     trained["instructblip"] = {"weights": None, "base": str(base)}
     return trained
@@ -294,7 +335,7 @@ def _evaluate(data: Path, results_dir: Path, trained: dict[str, dict[str, Any]],
     roles = {name: role for name, _, role in EVAL_SETS}
     ecfg = EvalConfig(
         detectors=dets, data=[data], datasets=[n for n, _, _ in EVAL_SETS], out=results_dir, roles=roles,
-        real_pool=["photos", "flickr"], perturb=[None, size.perturb], bootstrap=size.bootstrap, seed=cfg.seed,
+        real_pool=["photos", "flickr"], perturb=[None, size.perturb], views=list(VIEWS), bootstrap=size.bootstrap, seed=cfg.seed,
         batch_size=16, device="cpu", progress=not cfg.quiet, num_workers=0,
         command=["afpbench", "demo"] + (["--check"] if cfg.check else []),
     )
@@ -303,11 +344,77 @@ def _evaluate(data: Path, results_dir: Path, trained: dict[str, dict[str, Any]],
     return files
 
 
-def _publish(results: list[Path], site: Path) -> Path:
+def _publish(results: list[Path], site: Path, audit: Path, data: Path) -> Path:
     from afpbench.leaderboard import build_site
 
-    build_site(results, site, profile=None, reported=False)
+    build_site(results, site, profile=None, reported=False, audit=audit, data=[data])
     return site / "leaderboard.json"
+
+
+def _audit(data: Path, out: Path, size: DemoSize, cfg: DemoConfig, echo) -> Path:
+    from afpbench.audit import AuditConfig, audit
+
+    # The same real pool evaluate pairs every fake set with.
+    report = audit(AuditConfig(data=[data], datasets=[n for n, _, _ in EVAL_SETS], out=out, real_pool=["photos", "flickr"],
+                               bootstrap=min(size.bootstrap, 500), seed=cfg.seed))
+    echo(f"      read {sum(p.n for p in report.sets.values())} images ({report.images_per_second:,.0f}/s); real pool photos + flickr")
+    for p in report.pairs:
+        echo(f"      {'FLAG' if p.flagged else 'ok  '} {p.fake}: {p.summary or 'no encoding shortcut'}")
+    return out
+
+
+def _detect_three(data: Path, trained: dict[str, dict[str, Any]], out: Path, echo) -> str:
+    """Three of the demo's images as files on disk (a real JPEG, a stand-in PNG, an attacked PNG), through afpbench detect."""
+    from afpbench.dataset import open_dataset
+    from afpbench.detect import DetectConfig, detect
+    from afpbench.detectors import load_detector
+
+    folder = out / "incoming" / "check-these"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("flickr", "sd2", "adversarial"):
+        row = next(open_dataset(data / name).rows(columns=["id", "image", "format"]))
+        ext = "jpg" if row["format"] == "jpeg" else row["format"]
+        (folder / f"{name}.{ext}").write_bytes(row["image"]["bytes"])
+    dets = [load_detector(n, weights=trained[n]["weights"], base=trained[n]["base"]) for n in ("format", "efficientnet", "antifakeprompt")]
+    report = detect(DetectConfig(paths=[folder], detectors=dets, progress=False))
+    table = report.as_table()
+    for line in table.splitlines():
+        echo("      " + line)
+    return table
+
+
+def _views_summary(board_path: Path) -> tuple[str, str]:
+    """Mean AUC native vs codec-matched per detector, and one line on who lost the lead."""
+    from afpbench.results import load_leaderboard
+
+    board = load_leaderboard(board_path)
+    comp = next((c for c in board.views if c.view.name == "codec-matched"), None)
+    if comp is None:
+        return "", ""
+    rows = [["detector", "native AUC", "codec-matched AUC", "drop"]]
+    for d in comp.detectors:
+        rows.append([d.detector, _num(d.native_auc), _num(d.view_auc), "-" if d.drop is None else f"{d.drop:+.3f}" + (" ▼" if d.flagged else "")])
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    scored = [d for d in comp.detectors if d.native_auc is not None and d.view_auc is not None]
+    if not scored:
+        return "\n".join(lines), ""
+    native_lead = max(scored, key=lambda d: d.native_auc)
+    view_lead = max(scored, key=lambda d: d.view_auc)
+    fell = [d.detector for d in scored if d.flagged]
+    if native_lead.detector != view_lead.detector:
+        lead = (f"Once the codec is matched, {native_lead.detector} loses its lead (mean AUC {native_lead.native_auc:.3f} -> {native_lead.view_auc:.3f}); "
+                f"{view_lead.detector} leads ({view_lead.view_auc:.3f}).")
+    else:
+        lead = f"{native_lead.detector} keeps its lead once the codec is matched (mean AUC {native_lead.native_auc:.3f} -> {native_lead.view_auc:.3f})."
+    if fell:
+        lead += f" Mean AUC drops by more than {comp.drop_flag} for: {', '.join(fell)}."
+    return "\n".join(lines), lead
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
 
 def _summary_table(board_path: Path) -> str:

@@ -12,7 +12,7 @@ from afpbench.errors import AfpbenchError
 
 # The demo starts by deleting --out; these say a folder is one it made and may delete.
 MARKER = ".afpbench-demo"
-DEMO_ENTRIES = {"data", "train", "models", "results", "site", "incoming", MARKER}
+DEMO_ENTRIES = {"data", "train", "models", "results", "site", "incoming", "audit", MARKER}
 
 
 def _check_replaceable(out: Path) -> None:
@@ -29,7 +29,7 @@ def _check_replaceable(out: Path) -> None:
 
 @click.command("demo")
 @out_option("demo-out", help="Folder the demo replaces (a new, empty or earlier demo folder; anything else is refused).")
-@click.option("--check", is_flag=True, help="Smaller sizes (under 3 minutes on 2 CPU cores); what CI runs.")
+@click.option("--check", is_flag=True, help="Smaller sizes (about 2 minutes on 2 CPU cores); what CI runs.")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @quiet_option(help="No progress bars.")
 @click.option("--keep", is_flag=True, help="Reuse sets and models an earlier run left in --out.")
@@ -45,7 +45,14 @@ def command(out: Path, check: bool, seed: int, quiet: bool, keep: bool) -> None:
         if out.is_dir():
             (out / MARKER).touch()
     click.echo("")
+    click.echo("Native (the stored files): accuracy in %, mean AUC against the real pool")
     click.echo(report.table)
+    if report.views_table:
+        click.echo("")
+        click.echo("The same sets with every fake re-encoded with a codec drawn from the real pool's (codec-matched view):")
+        click.echo(report.views_table)
+    if report.lead_line:
+        click.echo(report.lead_line)
     click.echo("")
     click.echo(f"site: {report.site / 'index.html'}  (leaderboard.json, leaderboard.md beside it)")
     click.echo(f"total: {report.seconds:.0f}s")
