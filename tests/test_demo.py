@@ -17,7 +17,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "run"
+    # Named as the README's examples name it, so they can run against it as written.
+    out = tmp_path_factory.mktemp("demo") / "demo-out"
     res = run_cli("demo", "--check", "--quiet", "--out", str(out), timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     return out, res.stdout
@@ -108,3 +109,29 @@ def test_audit_views_detect_and_gallery(demo):
     assert fmt["flagged"] and fmt["native_auc"] - fmt["view_auc"] > 0.1
     assert {r["suite"] for r in board["robustness"]} == {"chain"}
     assert (out / "site" / "sets.html").is_file() and "check-these" in stdout and "FAKE" in stdout
+
+
+def _readme_block(section: str, lang: str) -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    body = text[text.index(f"## {section}\n"):]
+    return body[body.index(f"```{lang}\n") + len(lang) + 4: body.index("\n```", body.index(f"```{lang}\n"))]
+
+
+def test_readme_examples_run_on_the_demo_output(demo):
+    """README's "Check your own images" command and "Use it from Python" code, as written."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out, _ = demo
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    shell = subprocess.run(["bash", "-c", _readme_block("Check your own images", "bash")], cwd=out.parent, env=env, capture_output=True, text=True, timeout=300)
+    assert shell.returncode == 0, shell.stderr[-2000:]
+    assert "efficientnet P(fake)" in shell.stdout and "check-these/sd2.png" in shell.stdout
+    assert sorted(p.name for p in (out / "why").iterdir()) == [f"000{i}-{n}.efficientnet.png" for i, n in enumerate(("adversarial", "flickr", "sd2"))]
+    py = subprocess.run([sys.executable, "-c", _readme_block("Use it from Python", "python")], cwd=out.parent, env=env, capture_output=True, text=True, timeout=300)
+    assert py.returncode == 0, py.stderr[-2000:]
+    assert py.stdout.startswith("Prediction(p_fake=") and "check-these/flickr.jpg" in py.stdout

@@ -119,11 +119,12 @@ def test_predict_takes_paths_images_and_arrays(folder):
 def test_explain_writes_heat_maps_or_says_why_not(folder, tmp_path, tmp_path_factory):
     ladeda = make_detector("tiny_ladeda", tmp_path_factory)
     cnn = make_detector("cnnspot", tmp_path_factory)
-    report = detect(DetectConfig(paths=[folder / "b.png", folder / "nested" / "f-noise.png"], detectors=[ladeda, cnn, "format"], progress=False,
+    eff = make_detector("efficientnet", tmp_path_factory)
+    report = detect(DetectConfig(paths=[folder / "b.png", folder / "nested" / "f-noise.png"], detectors=[ladeda, cnn, eff, "format"], progress=False,
                                  explain=tmp_path / "heat"))
     assert report.no_explanation.keys() == {"format"}
     for im in report.images:
-        assert set(im.explanations) == {ladeda.full_name, cnn.full_name}
+        assert set(im.explanations) == {ladeda.full_name, cnn.full_name, eff.full_name}
         for path in im.explanations.values():
             with Image.open(path) as heat:
                 assert heat.mode == "RGB" and min(heat.size) > 8

@@ -95,6 +95,10 @@ class EfficientNetDetector(Detector, Trainable):
     def forward_scores(self, batch: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.model(batch).float()[:, 0])
 
+    def gradcam(self) -> tuple[Any, Any]:
+        """Grad-CAM target for ``detect --explain``: the 1x1 head convolution (the last spatial map), and the fake logit."""
+        return self.model._conv_head, lambda x: self.model(x)[:, :1]
+
     def bare_forward(self, batch: torch.Tensor) -> Any:
         return self.model(batch)
 
