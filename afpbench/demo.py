@@ -58,7 +58,7 @@ class DemoSize:
     batch_size: int    # of the builds: attacks and stand-ins run whole batches at once
 
 
-# The full size keeps to under 5 minutes on 2 idle CPU cores (BENCHMARK.md has the step times):
+# The full size takes about 5 minutes on 2 idle CPU cores, 6 with one core busy (BENCHMARK.md has the step times):
 # 80 rows per set, 128 px images, 2 denoising steps for the random stand-ins, 12
 # feature-collision steps.
 SIZES = {
@@ -68,10 +68,16 @@ SIZES = {
 #: The views scored in the one evaluation pass: the stored bytes, and the fakes re-encoded
 #: with codecs drawn from the real pool's (so the file format gives nothing away).
 VIEWS = ("native", "codec-matched")
-#: Torch threads of every step. Fixed, not the machine's count: float sums depend on how
-#: many threads share them, so a fixed count gives the same sets, models and table on any
-#: machine of one kind, with one thread or many to spare.
-THREADS = 2
+#: Torch threads of every step: one. Float sums depend on how many threads share them, so
+#: a fixed count gives the same sets, models and table on any machine of one kind, whatever
+#: OMP_NUM_THREADS says. One, because a process of one thread never spin-waits for a
+#: sibling thread that other work has pushed off its core: with 2 threads on a shared
+#: machine the attacks ran 4-6x slower than idle.
+THREADS = 1
+#: The builds and the training run in this many worker processes side by side (one thread
+#: each): the cores are used without threads, and which process runs a job changes nothing
+#: in what the job writes.
+PROCESSES = 2
 # Fake sets with a training split; the real training set has as many rows as they have
 # together, so the learners see balanced classes.
 TRAIN_FAKES = ("sd2", "sd2ip", "adversarial", "backdoor", "data_poisoning")
@@ -146,18 +152,51 @@ def run_demo(cfg: DemoConfig, progress: Callable[[str], None] | None = None) -> 
     for d in (data, train_dir, models):
         d.mkdir(parents=True, exist_ok=True)
     steps = _Steps(11, echo)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     import torch
 
     threads_before = torch.get_num_threads()
     torch.set_num_threads(THREADS)
+    # spawn, not fork: a forked child would inherit this process's torch thread pools.
+    pool = ProcessPoolExecutor(max_workers=PROCESSES, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
     try:
-        return _run_steps(cfg, size, out, data, train_dir, models, results_dir, site, steps, echo)
+        return _run_steps(cfg, size, out, data, train_dir, models, results_dir, site, steps, echo, pool)
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(threads_before)
 
 
+def _worker_init() -> None:
+    """A build/train worker: THREADS torch threads, set before torch starts its pools."""
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(THREADS)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import torch
+
+    torch.set_num_threads(THREADS)
+
+
+def _run_jobs(pool: Any, jobs: list[tuple[Callable[..., tuple[str, Any]], tuple[Any, ...]]], echo: Callable[[str], None]) -> list[Any]:
+    """Run ``(fn, args)`` jobs in the worker processes (submit the longest first); each job
+    returns ``(line, value)`` and its line is printed as it finishes. Values in job order."""
+    from concurrent.futures import as_completed
+
+    futures = {pool.submit(fn, *args): i for i, (fn, args) in enumerate(jobs)}
+    values: list[Any] = [None] * len(jobs)
+    try:
+        for fut in as_completed(futures):
+            line, values[futures[fut]] = fut.result()
+            echo(line)
+    except BaseException:
+        for fut in futures:
+            fut.cancel()
+        raise
+    return values
+
+
 def _run_steps(cfg: DemoConfig, size: DemoSize, out: Path, data: Path, train_dir: Path, models: Path, results_dir: Path, site: Path,
-               steps: _Steps, echo: Callable[[str], None]) -> DemoReport:
+               steps: _Steps, echo: Callable[[str], None], pool: Any) -> DemoReport:
     t0 = time.perf_counter()
     echo(f"afpbench demo ({'check' if cfg.check else 'full'} size: {size.rows} rows per set, seed {cfg.seed}) -> {out}")
     echo("  " + STANDIN_NOTE)
@@ -168,14 +207,14 @@ def _run_steps(cfg: DemoConfig, size: DemoSize, out: Path, data: Path, train_dir
     steps.run("import a folder of JPEG photos as 'flickr' (with a truncated file and a duplicate)",
               lambda: _import_folder(out, data, size, cfg, echo))
     steps.run("attacks on the photos with the real ImageNet EfficientNet-Lite0 (adversarial, backdoor, data_poisoning)",
-              lambda: _build_attacks(data, train_dir, size, cfg, echo))
+              lambda: _build_attacks(data, train_dir, size, cfg, echo, pool))
     steps.run("editing and text-to-image with small stand-in diffusers pipelines (sd2ip, sd2sr, sd2)",
-              lambda: _build_diffusion(data, train_dir, models, size, cfg, echo))
+              lambda: _build_diffusion(data, train_dir, models, size, cfg, echo, pool))
     steps.run("verify every set", lambda: _verify_all([data, train_dir], echo))
     audit_dir = steps.run("audit every set's encoding for shortcuts (format, JPEG quality, size, bits per pixel)",
                           lambda: _audit(data, out / "audit", size, cfg, echo))
     trained = steps.run("train spectral, efficientnet, format and AntifakePrompt's soft prompt on the held-in training split",
-                        lambda: _train(train_dir, models, size, cfg, echo))
+                        lambda: _train(train_dir, models, size, cfg, echo, pool))
     results = steps.run(f"evaluate every detector on the test sets: views {' and '.join(VIEWS)}, clean and the '{size.perturb}' suite, bootstrap CIs",
                         lambda: _evaluate(data, results_dir, trained, size, cfg, echo))
     board = steps.run("publish the leaderboard (JSON, Markdown, HTML with plots, the audit and the sets gallery)",
@@ -203,6 +242,12 @@ def _build(recipe: str, out: Path, name: str, count: int, seed: int, cfg: DemoCo
 
     # The demo owns its output folder: a --keep run at another size replaces what it built before.
     return build(recipe, BuildConfig(out=out, name=name, count=count, seed=seed, quiet=True, **kw), overwrite=True)
+
+
+def _build_job(label: str, recipe: str, out: Path, count: int, seed: int, cfg: DemoConfig, kw: dict[str, Any]) -> tuple[str, None]:
+    t = time.perf_counter()
+    _build(recipe, out, recipe, count, seed, cfg, **kw)
+    return f"      {label} in {time.perf_counter() - t:.0f}s", None
 
 
 def _rows(path: Path) -> int:
@@ -242,23 +287,27 @@ def _import_folder(out: Path, data: Path, size: DemoSize, cfg: DemoConfig, echo)
     echo("      " + s.line())
 
 
-def _build_attacks(data: Path, train_dir: Path, size: DemoSize, cfg: DemoConfig, echo) -> None:
+def _build_attacks(data: Path, train_dir: Path, size: DemoSize, cfg: DemoConfig, echo, pool: Any) -> None:
     from afpbench.dataset import load_manifest
 
-    for recipe in ATTACK_SETS:
+    jobs = []
+    # Feature collision and PGD first: they take longest.
+    for recipe in ("data_poisoning", "adversarial", "backdoor"):
         params: dict[str, Any] = {"image_size": size.image_size}
         if recipe == "data_poisoning":
             params["steps"] = size.poison_steps
+        kw = {"source": "photos", "model": "efficientnet-lite0", "params": params, "batch_size": size.batch_size}
         for where, count, seed, split in ((data, size.rows, cfg.seed, "test"), (train_dir, size.train_rows, cfg.seed + 1, "training")):
-            t = time.perf_counter()
-            _build(recipe, where, recipe, count, seed, cfg, source="photos", model="efficientnet-lite0", params=params, batch_size=size.batch_size)
-            echo(f"      {recipe}: {count} {split} rows in {time.perf_counter() - t:.0f}s")
+            jobs.append((_build_job, (f"{recipe}: {count} {split} rows", recipe, where, count, seed, cfg, kw)))
+    jobs.sort(key=lambda j: (j[1][1] == "backdoor", -j[1][3]))
+    _run_jobs(pool, jobs, echo)
+    for recipe in ATTACK_SETS:
         m = load_manifest(data / recipe)
         extra = {k: v for k, v in m.items() if "success" in k or k == "attack"}
         echo(f"      {recipe}: {json.dumps(extra, default=str)[:160]}")
 
 
-def _build_diffusion(data: Path, train_dir: Path, models: Path, size: DemoSize, cfg: DemoConfig, echo) -> None:
+def _build_diffusion(data: Path, train_dir: Path, models: Path, size: DemoSize, cfg: DemoConfig, echo, pool: Any) -> None:
     from importlib import resources
 
     from afpbench.generate.tiny import build_tiny_pipeline
@@ -269,18 +318,19 @@ def _build_diffusion(data: Path, train_dir: Path, models: Path, size: DemoSize, 
     small, px = {"num_inference_steps": size.steps}, size.image_size
     plans = [
         ("sd2ip", "inpaint", {"source": "photos", "params": {**small, "crop_size": px}}),
-        ("sd2sr", "upscale", {"source": "photos", "params": {**small, "crop_size": px}}),
         ("sd2", "sd", {"source": str(captions), "params": {**small, "height": px, "width": px}}),
+        ("sd2sr", "upscale", {"source": "photos", "params": {**small, "crop_size": px}}),
     ]
+    jobs = []
     for recipe, kind, kw in plans:
         model = build_tiny_pipeline(kind, models / f"tiny-{kind}")
-        t = time.perf_counter()
-        _build(recipe, data, recipe, size.rows, cfg.seed, cfg, model=str(model), batch_size=size.batch_size, **kw)
-        echo(f"      {recipe}: {_rows(data / recipe)} test rows from the stand-in '{kind}' pipeline in {time.perf_counter() - t:.0f}s")
+        kw = {**kw, "model": str(model), "batch_size": size.batch_size}
+        jobs.append((_build_job, (f"{recipe}: {size.rows} test rows from the stand-in '{kind}' pipeline", recipe, data, size.rows, cfg.seed, cfg, kw)))
         if recipe != "sd2sr":  # sd2sr stays unseen in training (held-out)
-            t = time.perf_counter()
-            _build(recipe, train_dir, recipe, size.train_rows, cfg.seed + 1, cfg, model=str(model), batch_size=size.batch_size, **kw)
-            echo(f"      {recipe}: {size.train_rows} training rows in {time.perf_counter() - t:.0f}s")
+            jobs.append((_build_job, (f"{recipe}: {size.train_rows} training rows", recipe, train_dir, size.train_rows, cfg.seed + 1, cfg, kw)))
+    # The larger sets first, the upscaler's (the quickest) last.
+    jobs.sort(key=lambda j: (j[1][1] == "sd2sr", -j[1][3]))
+    _run_jobs(pool, jobs, echo)
 
 
 def _verify_all(folders: list[Path], echo) -> None:
@@ -295,33 +345,34 @@ def _verify_all(folders: list[Path], echo) -> None:
             echo(f"      ok {ds.parent.name}/{ds.name}: {rep.num_rows} rows, fingerprint {rep.fingerprint[:12]}")
 
 
-def _train(train_dir: Path, models: Path, size: DemoSize, cfg: DemoConfig, echo) -> dict[str, dict[str, Any]]:
+def _train(train_dir: Path, models: Path, size: DemoSize, cfg: DemoConfig, echo, pool: Any) -> dict[str, dict[str, Any]]:
     from afpbench.testing import build_tiny_instructblip
-    from afpbench.train import TrainConfig, train
 
     sets = sorted(str(p) for p in train_dir.iterdir() if (p / "manifest.json").exists())
     # No validation split here: the test sets must stay unseen, and a few hundred rows are
     # too few to split again; each learner keeps its last epoch (train()'s rule without val).
     base = build_tiny_instructblip(models / "tiny-instructblip", seed=cfg.seed)
     plans = {
+        # EfficientNet-Lite0 first: it takes as long as the other three together.
+        "efficientnet": dict(epochs=size.epochs_cnn, batch_size=16, lr=1e-3, image_size=size.image_size),
+        "antifakeprompt": dict(epochs=size.epochs_afp, batch_size=8, lr=5e-2, base=str(base)),
         "spectral": dict(),
         "format": dict(),
-        # EfficientNet-Lite0 is the one learner big enough to gain from a second thread.
-        "efficientnet": dict(epochs=size.epochs_cnn, batch_size=16, lr=1e-3, image_size=size.image_size, threads=THREADS),
-        "antifakeprompt": dict(epochs=size.epochs_afp, batch_size=8, lr=5e-2, base=str(base)),
     }
-    trained: dict[str, dict[str, Any]] = {}
-    for name, over in plans.items():
-        t = time.perf_counter()
-        # One torch thread: tiny models on 2 cores run far faster without thread contention,
-        # and a fixed thread count keeps the sums (so the table) the same on every machine.
-        res = train(TrainConfig(detector=name, train=sets, out=str(models / f"trained-{name}"), seed=42 + cfg.seed,
-                                quiet=True, **{"threads": 1, **over}))
-        losses = ", ".join(f"{x:.3f}" for x in res.train_losses)
-        echo(f"      {name}: epochs {len(res.epochs)}, train loss {losses}, kept epoch {res.best_epoch} ({time.perf_counter() - t:.0f}s)")
-        trained[name] = {"weights": str(res.best_checkpoint), "base": over.get("base")}
+    jobs = [(_train_job, (name, sets, str(models / f"trained-{name}"), 42 + cfg.seed, over)) for name, over in plans.items()]
+    weights = _run_jobs(pool, jobs, echo)
+    trained = {name: {"weights": w, "base": over.get("base")} for (name, over), w in zip(plans.items(), weights)}
     trained["instructblip"] = {"weights": None, "base": str(base)}
     return trained
+
+
+def _train_job(name: str, sets: list[str], out: str, seed: int, over: dict[str, Any]) -> tuple[str, str]:
+    from afpbench.train import TrainConfig, train
+
+    t = time.perf_counter()
+    res = train(TrainConfig(detector=name, train=sets, out=out, seed=seed, quiet=True, threads=THREADS, **over))
+    losses = ", ".join(f"{x:.3f}" for x in res.train_losses)
+    return f"      {name}: epochs {len(res.epochs)}, train loss {losses}, kept epoch {res.best_epoch} ({time.perf_counter() - t:.0f}s)", str(res.best_checkpoint)
 
 
 def _evaluate(data: Path, results_dir: Path, trained: dict[str, dict[str, Any]], size: DemoSize, cfg: DemoConfig, echo) -> list[Path]:
@@ -336,7 +387,8 @@ def _evaluate(data: Path, results_dir: Path, trained: dict[str, dict[str, Any]],
     ecfg = EvalConfig(
         detectors=dets, data=[data], datasets=[n for n, _, _ in EVAL_SETS], out=results_dir, roles=roles,
         real_pool=["photos", "flickr"], perturb=[None, size.perturb], views=list(VIEWS), bootstrap=size.bootstrap, seed=cfg.seed,
-        batch_size=16, device="cpu", progress=not cfg.quiet, num_workers=0,
+        # One worker decodes and re-encodes while this process scores (one thread each).
+        batch_size=16, device="cpu", progress=not cfg.quiet, num_workers=1,
         command=["afpbench", "demo"] + (["--check"] if cfg.check else []),
     )
     files = [ev.path for ev in evaluate(ecfg)]

@@ -233,7 +233,7 @@ def score_rows(detectors: Sequence[Scorer], rows: list[dict[str, Any]], device: 
         plan = pipeline.plan_rows(jobs, sets, False, pg)
         # Scores stay in memory (the writer flushes parts only at the end, into the scratch folder).
         writer = CacheWriter(0, flush_every=1 << 30, flush_seconds=float("inf"))
-        pipeline.score_pass(pipeline.PassOptions(batch_size, num_workers, progress), pg, device, sets, jobs, [None], plan, writer)
+        pipeline.score_pass(pipeline.PassOptions(batch_size, num_workers, progress, label="detect"), pg, device, sets, jobs, [None], plan, writer)
         scores = writer.new_scores()
     out = []
     for j in range(len(jobs)):

@@ -76,23 +76,6 @@ def _one_torch_thread():
     yield
 
 
-def fail_diffusion_batch(monkeypatch, call_no: int, exc: BaseException) -> None:
-    """Make the diffusion backend raise ``exc`` on its ``call_no``-th batch (crash, Ctrl-C)."""
-    from afpbench.generate.diffusion import DiffusionBackend
-
-    monkeypatch.setenv("AFPBENCH_FLUSH_SECONDS", "0")
-    real = DiffusionBackend.run
-    calls = {"n": 0}
-
-    def run(self, items, inputs):
-        calls["n"] += 1
-        if calls["n"] == call_no:
-            raise exc
-        return real(self, items, inputs)
-
-    monkeypatch.setattr(DiffusionBackend, "run", run)
-
-
 def pytest_addoption(parser):
     parser.addoption("--update", action="store_true", default=False,
                      help="rewrite the regression fixtures tests/testdata/<recipe>-v<version>.json from this run (see tests/_regression.py)")

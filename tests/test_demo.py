@@ -83,10 +83,11 @@ def _tables(stdout: str) -> str:
 
 @pytest.mark.slow  # a second whole demo run (about 2.5 minutes); pytest -m slow tests/test_demo.py
 def test_same_tables_whatever_the_thread_count(demo, tmp_path):
-    """The demo pins its torch threads (afpbench.demo.THREADS): float sums depend on how many
-    threads share them, so without the pin the stand-in images, the attacks and the learners'
-    optima (hence the table) would move with OMP_NUM_THREADS. The fixture ran with one thread
-    (the suite's setting); this run has two."""
+    """Every torch computation of the demo runs on one thread (afpbench.demo.THREADS), in this
+    process and in its worker processes: float sums depend on how many threads share them,
+    so without that the stand-in images, the attacks and the learners' optima (hence the
+    table) would move with OMP_NUM_THREADS. The fixture ran with one thread (the suite's
+    setting); this run asks for two."""
     out, stdout = demo
     two = run_cli("demo", "--check", "--quiet", "--out", str(tmp_path / "two"), env={"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}, timeout=900)
     assert two.returncode == 0, two.stderr[-2000:]

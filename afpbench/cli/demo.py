@@ -29,7 +29,7 @@ def _check_replaceable(out: Path) -> None:
 
 @click.command("demo")
 @out_option("demo-out", help="Folder the demo replaces (a new, empty or earlier demo folder; anything else is refused).")
-@click.option("--check", is_flag=True, help="Smaller sizes (about 2 minutes on 2 CPU cores); what CI runs.")
+@click.option("--check", is_flag=True, help="Smaller sizes (under 3 minutes on 2 CPU cores); what CI runs.")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @quiet_option(help="No progress bars.")
 @click.option("--keep", is_flag=True, help="Reuse sets and models an earlier run left in --out.")

@@ -123,16 +123,26 @@ def load_safetensors(path: Path) -> dict[str, Any]:
         raise WeightsError(f"{path} cannot be read as safetensors ({' '.join(str(exc).split())[:160]}); it is truncated or corrupt: save or download it again.") from exc
 
 
-def read_state_dict(path: Path, what: str) -> dict[str, Any]:
-    """A state dict from a released file: bare, or under ``model`` (CNNDetection-style wrappers)."""
+def tensor_dict(obj: Any, source: Path | str, expected: str, *, unwrap: bool = False, strip_module: bool = False) -> dict[str, Any]:
+    """The state dict in a loaded checkpoint, refused unless it holds only tensors.
+
+    ``unwrap``: take the ``model`` entry when there is one (the wrapper dict that training
+    scripts save beside optimizer and epoch entries). ``strip_module``: drop the ``module.``
+    prefix DataParallel/DDP put on every key. ``expected`` completes the error "SOURCE is not ...".
+    """
     import torch
 
-    obj = load_safetensors(path) if path.suffix == ".safetensors" else torch_load(path)
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+    if unwrap and isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path} is not {what} (a state dict of tensors); use the released file.")
-    return dict(obj)
+        raise WeightsError(f"{source} is not {expected}.")
+    return {k.removeprefix("module."): v for k, v in obj.items()} if strip_module else dict(obj)
+
+
+def read_state_dict(path: Path, what: str) -> dict[str, Any]:
+    """A state dict from a released file: bare, or under ``model`` (CNNDetection-style wrappers)."""
+    obj = load_safetensors(path) if path.suffix == ".safetensors" else torch_load(path)
+    return tensor_dict(obj, path, f"{what} (a state dict of tensors); use the released file", unwrap=True)
 
 
 def load_module(build: Callable[[], "nn.Module"], state: dict[str, Any], source: Path | str, what: str) -> "nn.Module":

@@ -28,7 +28,7 @@ import torch
 
 from afpbench.cards import Preprocessing, Variant, WeightsSource
 from afpbench.detectors._transforms import CLIP_MEAN, CLIP_STD
-from afpbench.detectors._weights import check_state_dict, load_safetensors, torch_load
+from afpbench.detectors._weights import check_state_dict, load_safetensors, tensor_dict, torch_load
 from afpbench.detectors.base import Detector
 from afpbench.errors import WeightsError
 
@@ -61,9 +61,7 @@ def read_release(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _flat(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path} is not a C2P-CLIP state dict (model.vision_model.*, model.visual_projection.weight, model.fc.*).")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    return tensor_dict(obj, path, "a C2P-CLIP state dict (model.vision_model.*, model.visual_projection.weight, model.fc.*)", strip_module=True)
 
 
 class C2PCLIP(Detector):

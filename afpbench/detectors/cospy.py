@@ -34,7 +34,7 @@ import torch
 from afpbench.cards import Preprocessing, Variant, WeightsSource
 from afpbench.detectors._hf import from_pretrained_strict, quiet_transformers
 from afpbench.detectors._transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
-from afpbench.detectors._weights import check_state_dict
+from afpbench.detectors._weights import check_state_dict, tensor_dict
 from afpbench.detectors.base import Detector
 from afpbench.errors import WeightsError
 
@@ -103,9 +103,7 @@ def read_release(path: Path) -> dict[str, dict[str, torch.Tensor]]:
                 if base in out:
                     raise WeightsError(f"{path} holds {base} twice; use the release progan.zip.")
                 obj = torch.load(io.BytesIO(zf.read(info)), map_location="cpu", weights_only=True)
-                if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-                    raise WeightsError(f"{path}: {info.filename} is not a state dict.")
-                out[base] = {k.removeprefix("module."): v for k, v in obj.items()}
+                out[base] = tensor_dict(obj, f"{path}: {info.filename}", "a state dict", strip_module=True)
     except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError) as exc:
         raise WeightsError(f"{path} cannot be read ({' '.join(str(exc).split())[:140]}); it is truncated or not the release: download progan.zip again.") from exc
     missing = [p for p in PARTS if p not in out]

@@ -31,7 +31,7 @@ import torch
 
 from afpbench.cards import Preprocessing, Variant, WeightsSource
 from afpbench.detectors._transforms import CLIP_MEAN, CLIP_STD
-from afpbench.detectors._weights import check_state_dict, load_safetensors, torch_load
+from afpbench.detectors._weights import check_state_dict, load_safetensors, tensor_dict, torch_load
 from afpbench.detectors.base import Detector
 from afpbench.errors import AfpbenchError, WeightsError
 
@@ -139,11 +139,7 @@ def read_release(path: Path) -> dict[str, torch.Tensor]:
     """The model state of a DDA checkpoint: ``{"model": state}`` as the training code saves it
     (optimizer and step entries are ignored), a bare state dict, ``module.``-prefixed or not."""
     obj = load_safetensors(path) if path.suffix == ".safetensors" else torch_load(path)
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path} is not a DDA checkpoint (a dict whose 'model' entry is the DINOv2ModelWithLoRA state dict).")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    return tensor_dict(obj, path, "a DDA checkpoint (a dict whose 'model' entry is the DINOv2ModelWithLoRA state dict)", unwrap=True, strip_module=True)
 
 
 class DDA(Detector):

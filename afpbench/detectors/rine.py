@@ -25,7 +25,7 @@ import torch
 from afpbench.cards import Preprocessing, Variant, WeightsSource
 from afpbench.detectors._hf import from_pretrained_strict, quiet_transformers
 from afpbench.detectors._transforms import CLIP_MEAN, CLIP_STD
-from afpbench.detectors._weights import check_state_dict, load_safetensors, torch_load
+from afpbench.detectors._weights import check_state_dict, load_safetensors, tensor_dict, torch_load
 from afpbench.detectors.base import Detector
 from afpbench.errors import WeightsError
 
@@ -118,9 +118,7 @@ class RINE(Detector):
     @staticmethod
     def _read(p: Path) -> dict[str, torch.Tensor]:
         obj = load_safetensors(p) if p.suffix == ".safetensors" else torch_load(p)
-        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise WeightsError(f"{p} is not a RINE checkpoint (a flat state dict: alpha, proj1.*, proj2.*, head.*).")
-        return {k.removeprefix("module."): v for k, v in obj.items()}
+        return tensor_dict(obj, p, "a RINE checkpoint (a flat state dict: alpha, proj1.*, proj2.*, head.*)", strip_module=True)
 
     # -- scoring ---------------------------------------------------------------------------
     @property

@@ -31,7 +31,7 @@ import torch
 
 from afpbench.cards import Preprocessing, Variant, WeightsSource
 from afpbench.detectors._resnet import TruncatedResNet, arch_options
-from afpbench.detectors._weights import load_module, read_state_dict, torch_load
+from afpbench.detectors._weights import load_module, read_state_dict, tensor_dict, torch_load
 from afpbench.detectors.base import Detector
 from afpbench.errors import WeightsError
 
@@ -48,11 +48,7 @@ def read_safe_checkpoint(path: Path) -> dict[str, Any]:
     # save_model pickles the training argparse.Namespace next to the weights.
     with torch.serialization.safe_globals([argparse.Namespace]):
         obj = torch_load(path)
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path} is not a SAFE checkpoint (a dict whose 'model' entry is the network's state dict); use checkpoint-best.pth.")
-    return dict(obj)
+    return tensor_dict(obj, path, "a SAFE checkpoint (a dict whose 'model' entry is the network's state dict); use checkpoint-best.pth", unwrap=True)
 
 
 class DiagonalWavelet(torch.nn.Module):

@@ -235,6 +235,7 @@ class PassOptions:
     batch_size: int = 32
     num_workers: int | None = None
     progress: bool = True
+    label: str = "evaluate"  # the progress bar's name for the command running the pass
 
 
 @dataclass
@@ -291,7 +292,7 @@ def score_pass(cfg: PassOptions, pg: ProcessGroup, device: str, sets: dict[str, 
         multiprocessing_context=("fork" if workers and sys.platform.startswith("linux") else None),
         worker_init_fn=_worker_ignores_sigterm,
     )
-    bar = tqdm(total=total, unit="img", desc=f"evaluate {len(jobs)} job(s)", disable=not (cfg.progress and pg.is_main), dynamic_ncols=True)
+    bar = tqdm(total=total, unit="img", desc=f"{cfg.label} {len(jobs)} job(s)", disable=not (cfg.progress and pg.is_main), dynamic_ncols=True)
     try:
         for item in loader:
             if "error" in item:
