@@ -79,3 +79,10 @@ def _one_torch_thread():
 def pytest_addoption(parser):
     parser.addoption("--update", action="store_true", default=False,
                      help="rewrite the regression fixtures tests/testdata/<recipe>-v<version>.json from this run (see tests/_regression.py)")
+
+
+@pytest.fixture
+def no_weight_cache(tmp_path, monkeypatch):
+    """Weights lookups see only what a test puts there, never a developer's cache (~ and AFPBENCH_WEIGHTS)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("AFPBENCH_WEIGHTS", raising=False)

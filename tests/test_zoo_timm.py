@@ -33,10 +33,8 @@ def _one_thread():
     yield from one_thread()
 
 
-@pytest.fixture(autouse=True)
-def _no_weight_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("AFPBENCH_WEIGHTS", raising=False)
+# Weights lookups see only what a test puts there (conftest.no_weight_cache).
+pytestmark = pytest.mark.usefixtures("no_weight_cache")
 
 
 def _scores(det, images):
