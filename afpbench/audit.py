@@ -30,9 +30,10 @@ import hashlib
 import io
 import logging
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -515,7 +516,8 @@ def _write_images(path: Path, sets: dict[str, SetFeatures]) -> None:
 
     from afpbench._util.io import atomic_write_bytes
 
-    rows: dict[str, list[Any]] = {k: [] for k in ("dataset", "id", "format", "width", "height", "aspect_ratio", "bytes", "bits_per_pixel", "jpeg_quality", "jpeg_quality_exact", "qtable_hash", "subsampling", "progressive", "exif", "icc", "error")}
+    rows: dict[str, list[Any]] = {k: [] for k in ("dataset", "id", "format", "width", "height", "aspect_ratio", "bytes", "bits_per_pixel", "jpeg_quality", "jpeg_quality_exact",
+                                                  "qtable_hash", "subsampling", "progressive", "exif", "icc", "error")}
     for s in sets.values():
         for rid, f in zip(s.ids, s.features):
             rows["dataset"].append(s.name)
@@ -554,7 +556,9 @@ def render_markdown(report: AuditReport) -> str:
         for p in report.pairs:
             lines.append(f"| {p.fake} | {p.n_fake} | {p.n_real} | " + " | ".join(_ci(p.shortcuts[c]) for c in cols) + " |")
         lines.append("")
-    lines += ["## Encoding per set", "", "| set | role | n | formats | JPEG quality (p5–p95) | subsampling | progressive | EXIF | ICC | top size | pixels (median) | bits/pixel (median) |", "|---|---|---:|---|---|---|---:|---:|---:|---|---:|---:|"]
+    lines += ["## Encoding per set", "",
+              "| set | role | n | formats | JPEG quality (p5–p95) | subsampling | progressive | EXIF | ICC | top size | pixels (median) | bits/pixel (median) |",
+              "|---|---|---:|---|---|---|---:|---:|---:|---|---:|---:|"]
     for name, sp in report.sets.items():
         q = sp.jpeg_quality
         qtxt = "–" if q.p05 is None else (f"{q.p05:.0f}" if q.p05 == q.p95 else f"{q.p05:.0f}–{q.p95:.0f}")

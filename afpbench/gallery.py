@@ -17,10 +17,11 @@ from __future__ import annotations
 import html
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from afpbench.errors import AfpbenchError
 

@@ -41,16 +41,24 @@ import tarfile
 import threading
 import zipfile
 from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from afpbench._util.io import atomic_write_text
 from afpbench._util.locking import lock_scope
 from afpbench.dataset import (
-    DatasetWriter, WriterOptions, check_set_name, clean_id, encode_png, existing_target, make_row,
-    to_rgb, unique_ids,
+    DatasetWriter,
+    WriterOptions,
+    check_set_name,
+    clean_id,
+    encode_png,
+    existing_target,
+    make_row,
+    to_rgb,
+    unique_ids,
 )
 from afpbench.errors import AfpbenchError, DatasetError
 from afpbench.sources import files

@@ -41,14 +41,15 @@ batch, worker or process); the drawn chain is recorded per image in the predicti
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from afpbench.errors import AfpbenchError
-from afpbench.seeding import row_rng
 from afpbench.registry import did_you_mean
+from afpbench.seeding import row_rng
 
 #: Named chains. Parameters are afpbench choices, recorded with every result.
 SUITES: dict[str, str] = {"social": "resize:0.5+jpeg:75"}
@@ -261,7 +262,8 @@ def parse_perturbation(spec: str | None, seed: int = 0) -> Perturbation | None:
         if kind in SUITES or kind == "chain":
             raise AfpbenchError(f"The suite '{kind}' cannot be chained; {'spell out its steps (' + SUITES[kind] + ')' if kind in SUITES else 'use it on its own'}.")
         if kind not in _OPS:
-            raise did_you_mean(kind, list(_OPS) + list(SUITES) + ["chain"], "perturbation", "Known: jpeg:Q, webp:Q, blur:SIGMA, resize:SCALE, crop:SIZE, cropf:F, noise:SIGMA, gamma:G, jitter:S, sharpen:PERCENT, social, chain.")
+            raise did_you_mean(kind, list(_OPS) + list(SUITES) + ["chain"], "perturbation",
+                               "Known: jpeg:Q, webp:Q, blur:SIGMA, resize:SCALE, crop:SIZE, cropf:F, noise:SIGMA, gamma:G, jitter:S, sharpen:PERCENT, social, chain.")
         opspec = _OPS[kind]
         try:
             value = float(raw) if raw else float(opspec.default)

@@ -25,8 +25,9 @@ from __future__ import annotations
 import difflib
 import importlib
 import logging
+from collections.abc import Callable, Iterator
 from importlib import metadata
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Generic, TypeVar
 
 from afpbench.errors import AfpbenchError, UnknownNameError
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Sequence
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
@@ -257,10 +258,12 @@ class RunInfo(_Model):
     score_seconds: float = Field(ge=0.0, description="Seconds spent inside this detector's score() (summed over processes).")
     peak_rss_bytes: Count | None = Field(None, description="Peak resident memory of the main evaluation process.")
     peak_gpu_memory_bytes: Count | None = Field(None, description="Peak GPU memory allocated by torch (null on CPU).")
-    evaluation_id: str | None = Field(None, description="Id of the evaluate call that wrote this file; each of its predictions files records the same id (null in files written before ids were recorded).")
+    evaluation_id: str | None = Field(
+        None, description="Id of the evaluate call that wrote this file; each of its predictions files records the same id (null in files written before ids were recorded).")
     verify_seconds: float | None = Field(
         None, ge=0.0,
-        description="Seconds spent checking the sets against their manifests before scoring: the content fingerprint, row total and label counts recomputed from every row (with --limit: the sha256 of the shards read).",
+        description="Seconds spent checking the sets against their manifests before scoring: the content fingerprint, row total and label counts recomputed from every row "
+                    "(with --limit: the sha256 of the shards read).",
     )
 
 
@@ -525,7 +528,8 @@ class Leaderboard(_Model):
     robustness: list[RobustnessRow] = Field(default_factory=list, description="Clean against perturbed mean AUC per detector and suite (afpbench extension).")
     audit: LeaderboardAudit | None = Field(None, description="The shortcut audit given with --audit.")
     gallery: str | None = Field(None, description="The sets gallery page in the site (sets.html) when built with --data; column headers link to it.")
-    same_recipe: bool = Field(False, description="True when some entries were evaluated on another build of a set's recipe (accepted only with --same-recipe; those entries list the sets in other_build).")
+    same_recipe: bool = Field(
+        False, description="True when some entries were evaluated on another build of a set's recipe (accepted only with --same-recipe; those entries list the sets in other_build).")
     notes: list[str] = Field(default_factory=list, description="Remarks shown with the table.")
 
 

@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_evaluate as B  # noqa: E402  (the same detectors and sets as the evaluate benchmark)
 
-
 MODES = {"sha256": "sha256 of the shards (--limit)", "content": "content (evaluate)", "both": "sha256 + content (verify)"}
 
 

@@ -27,8 +27,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -58,11 +59,10 @@ def paired_ratio(num: list[float], den: list[float]) -> float:
 def run(batch: int, repeats: int, names: list[str] | None = None) -> dict[str, Any]:
     import torch
 
-    from afpbench.testing import build_tiny_detector
+    import afpbench.detectors  # noqa: F401  (registers the bundled detectors)
     from afpbench.registry import DETECTORS
     from afpbench.sources.photos import photo_images
-
-    import afpbench.detectors  # noqa: F401  (registers the bundled detectors)
+    from afpbench.testing import build_tiny_detector
 
     photos = [im for _, im in photo_images()]
     images = [photos[i % len(photos)] for i in range(batch)]

@@ -105,8 +105,8 @@ def _detectors_module(folder: Path):
 
 
 def make_set(root: Path, name: str, n: int, size: int, label: int) -> Path:
-    from afpbench.testing import write_images
     from afpbench.sources.photos import photo_crops
+    from afpbench.testing import write_images
 
     images = [c.image for c in photo_crops(n, seed=label + 1, size=size, prefix=name)]
     return write_images(root, name, images, label)
@@ -171,7 +171,8 @@ sys.path.insert(0, {str(folder)!r})
 from bench_detectors import TinyCNN8
 from afpbench.envinfo import peak_rss_bytes
 from afpbench.evaluate import EvalConfig, evaluate
-evaluate(EvalConfig(detectors=[TinyCNN8(device="cpu")], data=[{str(data)!r}], datasets=[{name!r}], out={str(out)!r}, batch_size=32, bootstrap=10, num_workers={workers!r}, progress=False, resume=False))
+evaluate(EvalConfig(detectors=[TinyCNN8(device="cpu")], data=[{str(data)!r}], datasets=[{name!r}], out={str(out)!r}, \
+batch_size=32, bootstrap=10, num_workers={workers!r}, progress=False, resume=False))
 print(peak_rss_bytes())
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -287,7 +288,8 @@ def main() -> None:
         rss_n = child_peak_rss(tmp, data, "memn", tmp / "m1", workers)
         rss_10n = child_peak_rss(tmp, data, "mem10n", tmp / "m2", workers)
         figures.update(peak_rss_n_mb=rss_n / 2**20, peak_rss_10n_mb=rss_10n / 2**20, rss_ratio=rss_10n / rss_n)
-        print(f"[3] peak RSS of the evaluating process (VmHWM): N={args.mem_n}: {rss_n / 2**20:.0f} MiB   10N={10 * args.mem_n}: {rss_10n / 2**20:.0f} MiB   ratio {rss_10n / rss_n:.2f}  (target: flat)")
+        print(f"[3] peak RSS of the evaluating process (VmHWM): N={args.mem_n}: {rss_n / 2**20:.0f} MiB   "
+              f"10N={10 * args.mem_n}: {rss_10n / 2**20:.0f} MiB   ratio {rss_10n / rss_n:.2f}  (target: flat)")
         figures["load_avg_1min_end"] = os.getloadavg()[0]
         print(f"    machine load average (1 min) at start/end: {figures['load_avg_1min']:.1f} / {figures['load_avg_1min_end']:.1f} on {figures['cpus']} cores")
     finally:

@@ -7,8 +7,6 @@ tested both as a ``module:callable`` and scripted and saved as a TorchScript fil
 
 from __future__ import annotations
 
-from typing import List
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,11 +71,11 @@ class TinyTextToImage(nn.Module):
         self.size = size
         self.conv = nn.Conv2d(3, 3, 3, padding=1)
 
-    def forward(self, prompts: List[str], seeds: torch.Tensor, guidance_scale: float = 1.0) -> torch.Tensor:
+    def forward(self, prompts: list[str], seeds: torch.Tensor, guidance_scale: float = 1.0) -> torch.Tensor:
         b = seeds.shape[0]
         coords = torch.arange(self.size * self.size, dtype=torch.float32).view(1, 1, self.size, self.size)
         phase = (seeds.to(torch.float32) % 9973.0).view(b, 1, 1, 1)
-        codes: List[float] = []
+        codes: list[float] = []
         for p in prompts:
             h = 0
             for ch in p:
@@ -97,7 +95,7 @@ class WrongShapeInpainter(nn.Module):
 
 
 class WrongShapeTextToImage(nn.Module):
-    def forward(self, prompts: List[str], seeds: torch.Tensor) -> torch.Tensor:
+    def forward(self, prompts: list[str], seeds: torch.Tensor) -> torch.Tensor:
         return torch.zeros(seeds.shape[0], 1, 8, 8)
 
 

@@ -201,7 +201,8 @@ def make_detector(name: str, tmp_path_factory, **kw: Any):
 
     root = _root(tmp_path_factory)
     base_name = name.split(".")[0]
-    from _zoo_timm import NAMES as ZOO_TIMM, make_zoo_timm
+    from _zoo_timm import NAMES as ZOO_TIMM
+    from _zoo_timm import make_zoo_timm
 
     if base_name in ZOO_TIMM:  # timm/torchvision zoo: builders in tests/_zoo_timm.py
         return make_zoo_timm(name, tmp_path_factory, **kw)

@@ -234,7 +234,8 @@ class UpstreamC2P(nn.Module):
         super().__init__()
         torch.manual_seed(seed)
         cfg = CLIPConfig(
-            text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=64, max_position_embeddings=8, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+            text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=64, max_position_embeddings=8,
+                             bos_token_id=0, eos_token_id=1, pad_token_id=1),
             vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=TINY, patch_size=8, projection_dim=projection_dim),
             projection_dim=projection_dim,
         )

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from _tiny import one_thread, photos, tiny_instructblip, tiny_llama, write_lavis_checkpoint
 from PIL import Image
 
-from _tiny import one_thread, photos, tiny_instructblip, tiny_llama, write_lavis_checkpoint
 from afpbench.detectors import load_detector
 from afpbench.detectors.antifakeprompt import LAVIS_LLM_KEY, LAVIS_QFORMER_KEY, AntifakePrompt
 from afpbench.detectors.base import training_kind

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import time
 
+import _nets
+import _regression
 import numpy as np
 import pytest
 import torch
 
-import _nets
-import _regression
 from afpbench.catalog import get_generator, get_recipe, recipes
 from afpbench.errors import AfpbenchError, UnknownNameError
 from afpbench.generate.attacks import AttackBackend, preprocess, resolve_attack

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from afpbench.dataset import DatasetWriter, WriterOptions, encode_png, make_row, open_dataset, verify
-from afpbench.testing import write_images
 from afpbench.errors import DatasetError
+from afpbench.testing import write_images
 
 
 @pytest.fixture(scope="module")

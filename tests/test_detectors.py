@@ -10,12 +10,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from _tiny import (
-    one_thread,
     TINY,
     hf_to_torchvision,
     make_detector,
+    one_thread,
     photo_rows,
     photos,
     tiny_clip,
@@ -24,11 +23,11 @@ from _tiny import (
     torchvision_resnet50_keys,
     write_cnnspot_checkpoint,
 )
-from afpbench.detectors import BUNDLED, load_detector
+
 from afpbench.cards import DetectorCard
+from afpbench.detectors import BUNDLED, load_detector
 from afpbench.errors import AfpbenchError, UnknownNameError, WeightsError
 from afpbench.registry import DETECTORS
-
 
 pytest_plugins = ["pytester"]
 

@@ -11,12 +11,12 @@ import hashlib
 import json
 from pathlib import Path
 
+import _nets
+import _regression
 import numpy as np
 import pytest
 import torch
 
-import _nets
-import _regression
 from afpbench.catalog import get_generator, get_recipe, recipes
 from afpbench.errors import AfpbenchError, UnknownNameError
 from afpbench.generate.masks import MaskConfig, make_mask

@@ -219,6 +219,7 @@ def test_environment_of_older_results_files_reads_into_packages():
 def test_results_module_stays_light():
     # The results/metrics/leaderboard modules are used by `afpbench score` and
     # `afpbench leaderboard`, which must not pay for torch.
-    code = "import sys, afpbench.results, afpbench.metrics, afpbench.leaderboard, afpbench.perturb, afpbench.evaluate, afpbench.scoring, afpbench.cli.score, afpbench.cli.leaderboard, afpbench.cli.evaluate; print('torch' in sys.modules)"
+    code = ("import sys, afpbench.results, afpbench.metrics, afpbench.leaderboard, afpbench.perturb, afpbench.evaluate, afpbench.scoring, "
+            "afpbench.cli.score, afpbench.cli.leaderboard, afpbench.cli.evaluate; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

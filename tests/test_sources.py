@@ -11,16 +11,16 @@ import io
 import json
 from pathlib import Path
 
+import _regression
 import pytest
 from PIL import Image
 
-import _regression
 from afpbench.catalog import get_recipe
 from afpbench.errors import AfpbenchError
 from afpbench.plan import BuildConfig
 from afpbench.seeding import row_seed
-from afpbench.sources import load_input, load_original, parse_source, plan, scale_mix
 from afpbench.sources import captions as cap
+from afpbench.sources import load_input, load_original, parse_source, plan, scale_mix
 
 
 def _photo_images(n: int, size: tuple[int, int]) -> list[Image.Image]:
@@ -319,7 +319,8 @@ def diffusiondb(tmp_path_factory) -> Path:
             "cfg": [7.0] * 6,
             "sampler": ["k_lms"] * 6,
         },
-        features=datasets.Features({"image": datasets.Image(), "prompt": datasets.Value("string"), "seed": datasets.Value("int64"), "cfg": datasets.Value("float32"), "sampler": datasets.Value("string")}),
+        features=datasets.Features({"image": datasets.Image(), "prompt": datasets.Value("string"), "seed": datasets.Value("int64"), "cfg": datasets.Value("float32"),
+                                    "sampler": datasets.Value("string")}),
     )
     ds.save_to_disk(str(root / "saved"))
     (root / "parquet").mkdir()

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from _tiny import TINY, make_split, one_thread, photos, scores_on, tiny_clip, tiny_instructblip, tiny_resnet
 from sklearn.metrics import roc_auc_score
 
-from _tiny import one_thread, TINY, make_split, photos, scores_on, tiny_clip, tiny_instructblip, tiny_resnet
 from afpbench.detectors import load_detector
 from afpbench.detectors.antifakeprompt import LAVIS_LLM_KEY, LAVIS_QFORMER_KEY
 from afpbench.errors import AfpbenchError, DatasetError

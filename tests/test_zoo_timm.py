@@ -22,8 +22,8 @@ import torch
 from _tiny import one_thread, photos
 
 from afpbench.detectors import load_detector
-from afpbench.testing import fakeify
 from afpbench.errors import AfpbenchError, WeightsError
+from afpbench.testing import fakeify
 
 NAMES = ["commfor", "npr", "drct", "safe", "ladeda", "tiny_ladeda", "bfree"]
 
@@ -397,9 +397,9 @@ def test_bfree_preprocess_keeps_full_resolution(tmp_path_factory):
 def test_evaluate_runs_full_resolution_and_crop_detectors(tmp_path, tmp_path_factory):
     """NPR's mixed-size batches (lists) and B-Free's crop stacks go through evaluate,
     its DataLoader worker included, and every row gets a score in [0, 1]."""
-    from afpbench.testing import write_images
     from afpbench.evaluate import EvalConfig, evaluate
     from afpbench.results import load_results, read_predictions
+    from afpbench.testing import write_images
 
     ims = [im.resize((im.width // 4 * 2, im.height // 4 * 2)) for im in photos(6)]  # mixed sizes
     data = tmp_path / "data"

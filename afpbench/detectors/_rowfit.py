@@ -9,8 +9,9 @@ seeing the picture. Subclasses declare ``FEATURES``, the prior, and ``row_featur
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 import torch
 

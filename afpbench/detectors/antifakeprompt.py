@@ -116,8 +116,10 @@ class AntifakePrompt(InstructBlipYesNo, Trainable):
     }
     choices = [
         "Default base = vision/Q-Former/projection of Salesforce/instructblip-vicuna-7b + LLM lmsys/vicuna-7b-v1.3 (what the authors ran); base 'hf' = the plain HF checkpoint.",
-        "[*] ids: LAVIS uses Q-Former 30523 (after [DEC]) and LLM 32001 (after [PAD]); afpbench maps the released vectors by key name and substitutes them wherever the tokenizer's [*] id appears, so the id number never matters.",
-        "LLM prompt starts with </s> (the authors set bos_token='</s>'); text around [*] is tokenised piecewise like the slow LLaMA tokenizer of transformers 4.30 ('▁real [*] ▁?'); option tokenization=transformers-4.35 gives what the same code yields on newer transformers ('▁real ▁ [*] ?').",
+        ("[*] ids: LAVIS uses Q-Former 30523 (after [DEC]) and LLM 32001 (after [PAD]); afpbench maps the released vectors by key name and substitutes them "
+         "wherever the tokenizer's [*] id appears, so the id number never matters."),
+        ("LLM prompt starts with </s> (the authors set bos_token='</s>'); text around [*] is tokenised piecewise like the slow LLaMA tokenizer of transformers 4.30 ('▁real [*] ▁?'); "
+         "option tokenization=transformers-4.35 gives what the same code yields on newer transformers ('▁real ▁ [*] ?')."),
         "Threshold 0.5 on P(no | yes, no) reproduces the authors' lower-loss rule exactly, ties included (a tie is real).",
         "New [*] vectors start from N(0, initializer_range) as in LAVIS without init_word.",
         *FAMILY_CHOICES,

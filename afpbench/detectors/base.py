@@ -23,8 +23,9 @@ from __future__ import annotations
 import abc
 import math
 import random
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from afpbench.cards import DetectorCard, Preprocessing, Variant
 from afpbench.detectors._transforms import apply_preprocessing

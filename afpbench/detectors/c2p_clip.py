@@ -123,7 +123,8 @@ class C2PCLIP(Detector):
         try:
             return cls.from_pretrained(self.base)
         except (OSError, ValueError) as exc:
-            raise WeightsError(f"Cannot read a CLIP vision config from '{self.base}' ({' '.join(str(exc).split())[:160]}); pass --base with a folder holding config.json, or omit it for ViT-L/14.") from exc
+            raise WeightsError(f"Cannot read a CLIP vision config from '{self.base}' ({' '.join(str(exc).split())[:160]}); "
+                               "pass --base with a folder holding config.json, or omit it for ViT-L/14.") from exc
 
     # -- scoring ---------------------------------------------------------------------------
     def preprocessing(self) -> Preprocessing:

@@ -74,7 +74,8 @@ class CNNSpot(Detector, Trainable):
     needs_weights = True
     cuda_dtype = "float32"
     variants = {
-        None: Variant(WeightsSource(filename="blur_jpg_prob0.1.pth", source=_SOURCE, license="CC BY-NC-SA 4.0"), "ProGAN (20 LSUN classes, 720k images), blur+JPEG augmentation with p=0.1", options={"aug_prob": 0.1}),
+        None: Variant(WeightsSource(filename="blur_jpg_prob0.1.pth", source=_SOURCE, license="CC BY-NC-SA 4.0"), "ProGAN (20 LSUN classes, 720k images), blur+JPEG augmentation with p=0.1",
+                      options={"aug_prob": 0.1}),
         "blur_jpg_prob0.5": Variant(WeightsSource(filename="blur_jpg_prob0.5.pth", source=_SOURCE, license="CC BY-NC-SA 4.0"), "ProGAN, blur+JPEG augmentation with p=0.5", options={"aug_prob": 0.5}),
     }
     train_recipe = {"lr": 1e-4, "weight_decay": 0.0, "batch_size": 64, "epochs": 10, "scheduler": "constant"}

@@ -131,7 +131,8 @@ class CoSpy(Detector):
         ),
     }
     choices = [
-        "Eval as upstream test_transform: torchvision Resize(256) (bilinear, antialiased) + CenterCrop(224) + ToTensor; CLIP mean/std for the semantic branch and ImageNet mean/std for the artifact branch, inside the model.",
+        ("Eval as upstream test_transform: torchvision Resize(256) (bilinear, antialiased) + CenterCrop(224) + ToTensor; "
+         "CLIP mean/std for the semantic branch and ImageNet mean/std for the artifact branch, inside the model."),
         "The release progan.zip is read as it is; the three part files are loaded strictly (upstream loads the artifact file with strict=False).",
         "Artifact encoder built from torchvision's ResNet Bottleneck blocks with upstream's 3x3 stride-2 stem and layers 1-2.",
         "Labels as upstream (dataSets/dataset.py: 0_real 0, 1_fake 1; evaluate.py scan() calls sigmoid > 0.5 AI-generated): afpbench's convention unchanged.",
@@ -179,7 +180,8 @@ class CoSpy(Detector):
     # -- scoring ---------------------------------------------------------------------------
     def preprocessing(self) -> Preprocessing:
         return Preprocessing(resize=self.load_size, resize_policy="shorter", interpolation="bilinear", crop=self.image_size, mean=None, std=None,
-                             note="torchvision Resize(256) + CenterCrop(224) + ToTensor (upstream test_transform); the semantic branch then normalises with CLIP mean/std and the artifact branch with ImageNet mean/std, inside the model.")
+                             note="torchvision Resize(256) + CenterCrop(224) + ToTensor (upstream test_transform); "
+                                  "the semantic branch then normalises with CLIP mean/std and the artifact branch with ImageNet mean/std, inside the model.")
 
     def preprocess(self, image: Any, row: dict[str, Any] | None = None) -> torch.Tensor:
         if self._transform is None:

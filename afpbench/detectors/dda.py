@@ -153,8 +153,11 @@ class DDA(Detector):
     needs_weights = True
     cuda_dtype = "float32"  # upstream runs fp32
     variants = {
-        None: Variant(WeightsSource(filename="dda_ckpt.pth", source=f"{_HF_RELEASE} (the official checkpoint, 2026/02, which inference.py loads as pretrained/ckpt.pth; save it as dda_ckpt.pth)", license="Apache-2.0 (repository)"), _TRAINING),
-        "legacy": Variant(WeightsSource(filename="dda_legacy_ckpt.pth", source=f"{_MS_LEGACY} (first release, 2025, which the authors say differs slightly from the paper; save it as dda_legacy_ckpt.pth)", license="Apache-2.0 (repository)"), _TRAINING),
+        None: Variant(WeightsSource(filename="dda_ckpt.pth", source=f"{_HF_RELEASE} (the official checkpoint, 2026/02, which inference.py loads as pretrained/ckpt.pth; save it as dda_ckpt.pth)",
+                                    license="Apache-2.0 (repository)"), _TRAINING),
+        "legacy": Variant(WeightsSource(filename="dda_legacy_ckpt.pth",
+                                        source=f"{_MS_LEGACY} (first release, 2025, which the authors say differs slightly from the paper; save it as dda_legacy_ckpt.pth)",
+                                        license="Apache-2.0 (repository)"), _TRAINING),
     }
     choices = [
         "Eval as upstream Inference/inference.py: torchvision CenterCrop(336) without resizing (smaller images are zero-padded by CenterCrop), ToTensor, CLIP mean/std (not ImageNet's).",
@@ -224,7 +227,8 @@ class DDA(Detector):
     # -- scoring ---------------------------------------------------------------------------
     def preprocessing(self) -> Preprocessing:
         return Preprocessing(resize=None, resize_policy="none", crop=self.image_size, mean=CLIP_MEAN, std=CLIP_STD,
-                             note=f"torchvision CenterCrop({self.image_size}) of the full-resolution image (no resize; smaller images are zero-padded by CenterCrop), ToTensor, CLIP mean/std: upstream's Inference/inference.py (crop 336).")
+                             note=f"torchvision CenterCrop({self.image_size}) of the full-resolution image (no resize; smaller images are zero-padded by CenterCrop), "
+                                  "ToTensor, CLIP mean/std: upstream's Inference/inference.py (crop 336).")
 
     def preprocess(self, image: Any, row: dict[str, Any] | None = None) -> torch.Tensor:
         if self._transform is None:

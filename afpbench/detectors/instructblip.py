@@ -84,10 +84,13 @@ LAVIS_POSITION_IDS = "Qformer.bert.embeddings.position_ids"
 
 # Choices every InstructBLIP-family card lists (docs/detectors.md, "Fidelity to the authors' code").
 FAMILY_CHOICES = [
-    "Vision LayerNorm eps: a composed BLIP+LLM base (the default vicuna-v1.3, the authors' arrangement) ends the vision tower with eps 1e-5 as LAVIS's ln_vision; a single-source base (e.g. 'hf') keeps its config's post_layernorm eps (1e-6 in the HF port).",
-    "Precision: on GPU by default the authors' arrangement (vision tower under fp16 autocast, Q-Former and projection in fp32 outside it, LLM fp16 weights under fp16 autocast on an fp32 input sequence); precision=uniform, or an explicit --dtype, casts the whole model instead. CPU runs fp32.",
+    ("Vision LayerNorm eps: a composed BLIP+LLM base (the default vicuna-v1.3, the authors' arrangement) ends the vision tower with eps 1e-5 as LAVIS's ln_vision; "
+     "a single-source base (e.g. 'hf') keeps its config's post_layernorm eps (1e-6 in the HF port)."),
+    ("Precision: on GPU by default the authors' arrangement (vision tower under fp16 autocast, Q-Former and projection in fp32 outside it, "
+     "LLM fp16 weights under fp16 autocast on an fp32 input sequence); precision=uniform, or an explicit --dtype, casts the whole model instead. CPU runs fp32."),
     "pred = P(no) > 0.5: a tie is real, as the authors' argsort ranks 'yes' first when the two losses are equal.",
-    "Checkpoints of the authors' trainer: the Q-Former position_ids and per-layer rotary inv_freq buffers saved beside the trained tensors are checked against the base and ignored (recorded in the results); any other extra entry is refused.",
+    ("Checkpoints of the authors' trainer: the Q-Former position_ids and per-layer rotary inv_freq buffers saved beside the trained tensors are checked against the base "
+     "and ignored (recorded in the results); any other extra entry is refused."),
 ]
 
 # The paper's normalisation (computed on their training data), not the CLIP statistics.
@@ -521,4 +524,5 @@ class InstructBlipZeroShot(InstructBlipYesNo):
     ]
 
 
-__all__ = ["InstructBlipYesNo", "InstructBlipZeroShot", "load_instructblip", "resolve_base", "PRESET_BASES", "DEFAULT_BASE", "AFP_MEAN", "AFP_STD", "PRECISIONS", "TOKENIZATIONS", "LAVIS_LN_VISION_EPS", "LAVIS_POSITION_IDS", "FAMILY_CHOICES"]
+__all__ = ["InstructBlipYesNo", "InstructBlipZeroShot", "load_instructblip", "resolve_base", "PRESET_BASES", "DEFAULT_BASE", "AFP_MEAN", "AFP_STD", "PRECISIONS", "TOKENIZATIONS",
+           "LAVIS_LN_VISION_EPS", "LAVIS_POSITION_IDS", "FAMILY_CHOICES"]

@@ -250,7 +250,8 @@ class TinyLaDeDa(LaDeDa):
     """LaDeDa distilled into 4 convolutions on 10x10 patches (Cavia et al., 2024)."""
 
     name = "tiny_ladeda"
-    description = "Tiny-LaDeDa: a gradient (WildRF) or NPR (ForenSynth) residual + 4 convolutions (8 channels) scoring each 10x10 patch (stride 8) of a 256x256 resize; image logit = mean patch logit; P(fake) = sigmoid."
+    description = ("Tiny-LaDeDa: a gradient (WildRF) or NPR (ForenSynth) residual + 4 convolutions (8 channels) scoring each 10x10 patch (stride 8) of a 256x256 resize; "
+                   "image logit = mean patch logit; P(fake) = sigmoid.")
     variants = {
         None: Variant(WeightsSource(filename="WildRF_Tiny_LaDeDa.pth", source=f"{_REPO} (weights/Tiny_LaDeDa/WildRF_Tiny_LaDeDa.pth)", license=_LICENSE,
                                     sha256="5e063100564d2ddfe9bf48074e351c8f2b38855552574a18a0738e7f2a764d80"),

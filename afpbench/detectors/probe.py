@@ -81,7 +81,8 @@ class Probe(Detector, ClosedFormFit):
     }
     train_recipe = {"batch_size": 32, "epochs": 1}
     choices = [
-        "Features computed once per image with the backbone frozen (eval transform, no augmentation), kept in memory, standardised with the training mean/std; scikit-learn LogisticRegression(C=1, lbfgs).",
+        ("Features computed once per image with the backbone frozen (eval transform, no augmentation), kept in memory, standardised with the training mean/std; "
+         "scikit-learn LogisticRegression(C=1, lbfgs)."),
         "Labels: afpbench's own (0 real, 1 fake) from the training sets; P(fake) = sigmoid of the regression logit.",
         "probe.dinov2: Resize(256, bicubic) + CenterCrop(224), ImageNet mean/std (DINOv2's linear-probe eval transform); CLS token after the final LayerNorm.",
         "probe.siglip2: shorter side to the model's size (256, bicubic) + center crop, mean/std 0.5 (SigLIP's processor squashes to a square instead); attention-pooled embedding.",

@@ -71,7 +71,8 @@ class RINE(Detector):
         None: Variant(_release("4class"), f"{_PROGAN}, 4 classes (car, cat, chair, horse)", options={"nproj": 2, "proj_dim": 1024}),
         "1class": Variant(_release("1class"), f"{_PROGAN}, 1 class (horse)", options={"nproj": 4, "proj_dim": 1024}),
         "2class": Variant(_release("2class", "680d301b6d191da85b9dabcebf42cd3df20c5c669fa8320c498f835d02bf5ccb"), f"{_PROGAN}, 2 classes (chair, horse)", options={"nproj": 4, "proj_dim": 128}),
-        "ldm": Variant(_release("ldm"), "Latent-diffusion training set of Corvi et al. (grip-unina/DMimageDetection: LDM fakes vs COCO/LSUN reals)", options={"nproj": 4, "proj_dim": 1024, "ten_crop": True}),
+        "ldm": Variant(_release("ldm"), "Latent-diffusion training set of Corvi et al. (grip-unina/DMimageDetection: LDM fakes vs COCO/LSUN reals)",
+                       options={"nproj": 4, "proj_dim": 1024, "ten_crop": True}),
     }
     choices = [
         "Eval as upstream (src/utils.py get_transforms): torchvision CenterCrop(224) without resizing (smaller images are zero-padded by CenterCrop), CLIP mean/std.",
@@ -99,7 +100,8 @@ class RINE(Detector):
         opts = self.variant.options
         self.head = build_head(cfg.hidden_size, cfg.num_hidden_layers, int(opts["nproj"]), int(opts["proj_dim"]))
         expected = {k: tuple(v.shape) for k, v in self.head.state_dict().items()}
-        check_state_dict(expected, state, p, f"RINE's trainable part for {self.full_name} (nproj={opts['nproj']}, proj_dim={opts['proj_dim']}) on {cfg.num_hidden_layers} CLIP blocks of width {cfg.hidden_size}")
+        check_state_dict(expected, state, p,
+                         f"RINE's trainable part for {self.full_name} (nproj={opts['nproj']}, proj_dim={opts['proj_dim']}) on {cfg.num_hidden_layers} CLIP blocks of width {cfg.hidden_size}")
         self.head.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
         self.head.requires_grad_(False)
         self.head.eval().to(self.device)

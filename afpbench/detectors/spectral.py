@@ -10,8 +10,9 @@ standardised profile is the classifier: fitted in seconds on CPU by
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 

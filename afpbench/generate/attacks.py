@@ -117,7 +117,8 @@ def resolve_attack(name: str):
     import torchattacks
     from torchattacks.attack import Attack
 
-    names = [n for n in getattr(torchattacks, "__all__", dir(torchattacks)) if isinstance(getattr(torchattacks, n, None), type) and issubclass(getattr(torchattacks, n), Attack) and n not in _NOT_NAMEABLE]
+    names = [n for n in getattr(torchattacks, "__all__", dir(torchattacks))
+             if isinstance(getattr(torchattacks, n, None), type) and issubclass(getattr(torchattacks, n), Attack) and n not in _NOT_NAMEABLE]
     if name in names:
         return getattr(torchattacks, name)
     folded = [n for n in names if n.lower() == str(name).lower()]

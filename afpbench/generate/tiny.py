@@ -19,9 +19,10 @@ import functools
 import gzip
 import importlib.util
 import json
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from afpbench.errors import AfpbenchError
 

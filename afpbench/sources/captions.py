@@ -138,8 +138,8 @@ def _read_flickr(path: Path) -> list[Caption]:
 
 
 def _read_text(path: Path) -> list[Caption]:
-    lines = [_clean(l) for l in path.read_text(encoding="utf-8").splitlines()]
-    return [Caption(f"{i}", t) for i, t in enumerate(l for l in lines if l)]
+    lines = [_clean(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return [Caption(f"{i}", t) for i, t in enumerate(line for line in lines if line)]
 
 
 def _read_hf(spec: str, split: str | None) -> list[Caption]:

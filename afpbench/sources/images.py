@@ -95,7 +95,8 @@ def _captions_by_file(path: Path) -> dict[str, list]:
     raise AfpbenchError(f"{path} is not a COCO or Flickr30k captions file; pass captions=captions_train2014.json or captions=results.csv.")
 
 
-def plan_folder(recipe: "Recipe", config: BuildConfig, key: str, root: str, n: int, start_index: int, *, captions: str | None, need_captions: bool, crop: int | None, crop_mode: str = "random") -> tuple[list[WorkItem], dict[str, Any]]:
+def plan_folder(recipe: "Recipe", config: BuildConfig, key: str, root: str, n: int, start_index: int, *, captions: str | None, need_captions: bool, crop: int | None,
+                crop_mode: str = "random") -> tuple[list[WorkItem], dict[str, Any]]:
     """``n`` rows sampled from the image folder ``root``."""
     from afpbench.seeding import row_seed
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from afpbench.errors import AfpbenchError
 from afpbench.plan import BuildConfig, Plan, WorkItem, resolve_params
