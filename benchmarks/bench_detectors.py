@@ -34,7 +34,9 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-NO_MODEL = {"constant", "random", "format"}
+# Sanity rows without a network (their "forward" is microseconds of arithmetic on row
+# features), and the test suite's toy detector (a few tensor ops standing in for a model).
+NO_MODEL = {"constant", "random", "format", "size", "test_toy"}
 
 
 def side_by_side(fns: list[Callable[[], Any]], repeats: int, warmup: int = 2) -> list[list[float]]:
