@@ -153,18 +153,23 @@ def run_demo(cfg: DemoConfig, progress: Callable[[str], None] | None = None) -> 
         d.mkdir(parents=True, exist_ok=True)
     steps = _Steps(11, echo)
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
     import torch
 
     threads_before = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     # spawn, not fork: a forked child would inherit this process's torch thread pools.
-    pool = ProcessPoolExecutor(max_workers=PROCESSES, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+    pool = multiprocessing.get_context("spawn").Pool(PROCESSES, initializer=_worker_init)
     try:
-        return _run_steps(cfg, size, out, data, train_dir, models, results_dir, site, steps, echo, pool)
+        report = _run_steps(cfg, size, out, data, train_dir, models, results_dir, site, steps, echo, pool)
+        pool.close()
+        return report
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        # On Ctrl-C, SIGTERM or an error, stop the workers now rather than after their jobs
+        # (the demo starts over next time). The resource tracker then reports and removes the
+        # semaphores the killed workers held.
+        pool.terminate()
+        pool.join()
         torch.set_num_threads(threads_before)
 
 
@@ -178,21 +183,19 @@ def _worker_init() -> None:
 
 
 def _run_jobs(pool: Any, jobs: list[tuple[Callable[..., tuple[str, Any]], tuple[Any, ...]]], echo: Callable[[str], None]) -> list[Any]:
-    """Run ``(fn, args)`` jobs in the worker processes (submit the longest first); each job
-    returns ``(line, value)`` and its line is printed as it finishes. Values in job order."""
-    from concurrent.futures import as_completed
-
-    futures = {pool.submit(fn, *args): i for i, (fn, args) in enumerate(jobs)}
+    """Run ``(fn, args)`` jobs in the worker processes, handed out in list order (put the
+    longest first); each job returns ``(line, value)`` and its line is printed as it
+    finishes. Returns the values in job order; a job's exception is raised here."""
     values: list[Any] = [None] * len(jobs)
-    try:
-        for fut in as_completed(futures):
-            line, values[futures[fut]] = fut.result()
-            echo(line)
-    except BaseException:
-        for fut in futures:
-            fut.cancel()
-        raise
+    for i, (line, value) in pool.imap_unordered(_call_job, list(enumerate(jobs)), chunksize=1):
+        values[i] = value
+        echo(line)
     return values
+
+
+def _call_job(item: tuple[int, tuple[Callable[..., tuple[str, Any]], tuple[Any, ...]]]) -> tuple[int, tuple[str, Any]]:
+    i, (fn, args) = item
+    return i, fn(*args)
 
 
 def _run_steps(cfg: DemoConfig, size: DemoSize, out: Path, data: Path, train_dir: Path, models: Path, results_dir: Path, site: Path,

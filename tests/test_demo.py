@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 
 import pytest
 from helpers import run_cli
@@ -136,3 +137,33 @@ def test_readme_examples_run_on_the_demo_output(demo):
     py = subprocess.run([sys.executable, "-c", _readme_block("Use it from Python", "python")], cwd=out.parent, env=env, capture_output=True, text=True, timeout=300)
     assert py.returncode == 0, py.stderr[-2000:]
     assert py.stdout.startswith("Prediction(p_fake=") and "check-these/flickr.jpg" in py.stdout
+
+
+def test_sigterm_stops_the_workers_at_once(tmp_path):
+    """SIGTERM (timeout, Slurm, docker stop) during the builds: one line, exit 143, and the
+    worker processes are gone within seconds, not after their jobs."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "afpbench", "demo", "--check", "--quiet", "--out", str(tmp_path / "demo-out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("[4/11]"):
+                break
+        time.sleep(3)  # the workers are spawned and building
+        workers = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        assert len(workers) >= 2
+        t = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143 and time.monotonic() - t < 20
+        assert "stopped by SIGTERM; run afpbench demo again" in err and "Traceback" not in err
+        time.sleep(1)
+        assert not [w for w in workers if Path(f"/proc/{w}").exists() and "zombie" not in Path(f"/proc/{w}/status").read_text()]
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)

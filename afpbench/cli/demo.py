@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -37,10 +38,15 @@ def command(out: Path, check: bool, seed: int, quiet: bool, keep: bool) -> None:
     """Build a mini benchmark offline, train, evaluate every detector, publish the leaderboard."""
     if not keep:
         _check_replaceable(out)
+    from afpbench.cli import TERMINATED_EXIT_CODE, Terminated
     from afpbench.demo import DemoConfig, run_demo
 
     try:
         report = run_demo(DemoConfig(out=out, check=check, seed=seed, quiet=quiet, keep=keep), progress=click.echo)
+    except Terminated:
+        # The demo starts clean each time, so "run it again to resume" would not be true here.
+        click.echo("error: stopped by SIGTERM; run afpbench demo again to start over.", err=True)
+        sys.exit(TERMINATED_EXIT_CODE)
     finally:
         if out.is_dir():
             (out / MARKER).touch()
