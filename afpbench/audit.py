@@ -39,6 +39,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from afpbench._util.clock import utc_timestamp
+from afpbench._util.schema import first_error, newer_version
 from afpbench.errors import AfpbenchError, DatasetError
 
 logger = logging.getLogger(__name__)
@@ -266,14 +267,13 @@ def load_audit(path: str | Path) -> AuditReport:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AfpbenchError(f"{path} is not valid JSON ({exc}); run afpbench audit again.") from None
-    if isinstance(data, dict) and isinstance(data.get("schema_version"), int) and data["schema_version"] > AUDIT_SCHEMA_VERSION:
-        raise AfpbenchError(f"{path} uses audit schema {data['schema_version']}, newer than this afpbench reads ({AUDIT_SCHEMA_VERSION}); upgrade afpbench.")
+    if version := newer_version(data, AUDIT_SCHEMA_VERSION):
+        raise AfpbenchError(f"{path} uses audit schema {version}, newer than this afpbench reads ({AUDIT_SCHEMA_VERSION}); upgrade afpbench.")
     try:
         return AuditReport.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise AfpbenchError(f"{path} is not an afpbench audit ({where}: {err['msg']}); run afpbench audit again.") from None
+        where, msg, _ = first_error(exc)
+        raise AfpbenchError(f"{path} is not an afpbench audit ({where}: {msg}); run afpbench audit again.") from None
 
 
 # -- summaries --------------------------------------------------------------------------------------

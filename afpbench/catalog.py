@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from afpbench._util.schema import first_error
 from afpbench.errors import AfpbenchError
 from afpbench.registry import did_you_mean
 
@@ -201,9 +202,8 @@ def _validate(model: type[BaseModel], path: Path) -> Any:
     try:
         obj = model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise AfpbenchError(f"{path}: {where}: {first['msg']} ({exc.error_count()} error(s)); fix the file.") from exc
+        where, msg, n = first_error(exc)
+        raise AfpbenchError(f"{path}: {where}: {msg} ({n} error(s)); fix the file.") from exc
     if getattr(obj, "name", path.stem) != path.stem:
         raise AfpbenchError(f"{path}: name '{obj.name}' differs from the file name; rename one of them.")
     return obj

@@ -27,6 +27,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
+from afpbench._util.schema import first_error, newer_version
 from afpbench.detectors.base import DetectorCard
 from afpbench.errors import AfpbenchError
 
@@ -537,8 +538,7 @@ class Leaderboard(_Model):
 def _check_version(data: Any, path: Path, what: str) -> None:
     if not isinstance(data, dict):
         raise AfpbenchError(f"{path} is not a {what} file (expected a JSON object); pass a file written by afpbench.")
-    version = data.get("schema_version")
-    if isinstance(version, int) and version > SCHEMA_VERSION:
+    if version := newer_version(data, SCHEMA_VERSION):
         raise AfpbenchError(
             f"{path} uses {what} schema version {version}, newer than this afpbench reads ({SCHEMA_VERSION}); upgrade afpbench."
         )
@@ -549,9 +549,8 @@ def _validate(model: type[BaseModel], data: Any, path: Path, what: str, fix: str
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise AfpbenchError(f"{path} fails {what} schema validation at {where}: {first['msg']} ({exc.error_count()} error(s)); {fix}.") from None
+        where, msg, n = first_error(exc)
+        raise AfpbenchError(f"{path} fails {what} schema validation at {where}: {msg} ({n} error(s)); {fix}.") from None
 
 
 def _read_json(path: Path, what: str) -> Any:

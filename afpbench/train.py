@@ -41,6 +41,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from afpbench._util.io import atomic_write_text
+from afpbench._util.schema import first_error, newer_version
 from afpbench.errors import AfpbenchError, DatasetError
 from afpbench.seeding import row_random
 
@@ -532,15 +533,13 @@ def load_train_result(path: str | Path) -> TrainResult:
         raise AfpbenchError(f"{path} is not valid JSON ({exc}); run afpbench train again (it resumes from its checkpoints).") from None
     if not isinstance(data, dict):
         raise AfpbenchError(f"{path} is not a training result (expected a JSON object); pass the train_result.json afpbench wrote.")
-    version = data.get("schema_version")
-    if isinstance(version, int) and version > TRAIN_SCHEMA_VERSION:
+    if version := newer_version(data, TRAIN_SCHEMA_VERSION):
         raise AfpbenchError(f"{path} uses training-result schema version {version}, newer than this afpbench reads ({TRAIN_SCHEMA_VERSION}); upgrade afpbench.")
     try:
         return TrainResult.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise AfpbenchError(f"{path} fails training-result schema validation at {where}: {err['msg']} ({exc.error_count()} error(s)); run afpbench train again.") from None
+        where, msg, n = first_error(exc)
+        raise AfpbenchError(f"{path} fails training-result schema validation at {where}: {msg} ({n} error(s)); run afpbench train again.") from None
 
 
 __all__ = ["TrainConfig", "TrainResult", "EpochLog", "train", "load_train_result", "train_result_schema", "PAPER_RECIPE", "TRAIN_SCHEMA_VERSION"]

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from afpbench import LABEL_NAMES
-from afpbench.dataset.names import one_line
+from afpbench._util.schema import first_error, newer_version
 from afpbench.errors import DatasetError
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -248,15 +248,13 @@ def parse_manifest(data: Any, where: str | Path) -> Manifest:
     """Validate a manifest's JSON value; every defect is a one-line DatasetError naming ``where``."""
     if not isinstance(data, dict):
         raise DatasetError(f"{where} is not a JSON object; {FIX}.")
-    version = data.get("schema_version")
-    if isinstance(version, int) and not isinstance(version, bool) and version > MANIFEST_SCHEMA_VERSION:
+    if version := newer_version(data, MANIFEST_SCHEMA_VERSION):
         raise DatasetError(f"{where} uses manifest schema {version}, newer than this afpbench understands ({MANIFEST_SCHEMA_VERSION}); upgrade afpbench.")
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"]) or "(top level)"
-        raise DatasetError(f"{where} is malformed at {loc}: {one_line(first['msg'])} ({exc.error_count()} error(s)); {FIX}.") from None
+        loc, msg, n = first_error(exc)
+        raise DatasetError(f"{where} is malformed at {loc}: {msg} ({n} error(s)); {FIX}.") from None
 
 
 def read_manifest(folder: str | Path) -> tuple[dict[str, Any], Manifest]:
