@@ -293,17 +293,17 @@ def _import_folder(out: Path, data: Path, size: DemoSize, cfg: DemoConfig, echo)
 def _build_attacks(data: Path, train_dir: Path, size: DemoSize, cfg: DemoConfig, echo, pool: Any) -> None:
     from afpbench.dataset import load_manifest
 
-    jobs = []
-    # Feature collision and PGD first: they take longest.
+    tests, trains = [], []
+    # Feature collision and PGD first, and the (larger) test sets before the training sets:
+    # the longest jobs start first, so the two workers finish close together.
     for recipe in ("data_poisoning", "adversarial", "backdoor"):
         params: dict[str, Any] = {"image_size": size.image_size}
         if recipe == "data_poisoning":
             params["steps"] = size.poison_steps
         kw = {"source": "photos", "model": "efficientnet-lite0", "params": params, "batch_size": size.batch_size}
-        for where, count, seed, split in ((data, size.rows, cfg.seed, "test"), (train_dir, size.train_rows, cfg.seed + 1, "training")):
-            jobs.append((_build_job, (f"{recipe}: {count} {split} rows", recipe, where, count, seed, cfg, kw)))
-    jobs.sort(key=lambda j: (j[1][1] == "backdoor", -j[1][3]))
-    _run_jobs(pool, jobs, echo)
+        tests.append((_build_job, (f"{recipe}: {size.rows} test rows", recipe, data, size.rows, cfg.seed, cfg, kw)))
+        trains.append((_build_job, (f"{recipe}: {size.train_rows} training rows", recipe, train_dir, size.train_rows, cfg.seed + 1, cfg, kw)))
+    _run_jobs(pool, tests + trains, echo)
     for recipe in ATTACK_SETS:
         m = load_manifest(data / recipe)
         extra = {k: v for k, v in m.items() if "success" in k or k == "attack"}
@@ -324,16 +324,14 @@ def _build_diffusion(data: Path, train_dir: Path, models: Path, size: DemoSize, 
         ("sd2", "sd", {"source": str(captions), "params": {**small, "height": px, "width": px}}),
         ("sd2sr", "upscale", {"source": "photos", "params": {**small, "crop_size": px}}),
     ]
-    jobs = []
+    tests, trains = [], []  # the (larger) test sets first, as for the attacks
     for recipe, kind, kw in plans:
         model = build_tiny_pipeline(kind, models / f"tiny-{kind}")
         kw = {**kw, "model": str(model), "batch_size": size.batch_size}
-        jobs.append((_build_job, (f"{recipe}: {size.rows} test rows from the stand-in '{kind}' pipeline", recipe, data, size.rows, cfg.seed, cfg, kw)))
+        tests.append((_build_job, (f"{recipe}: {size.rows} test rows from the stand-in '{kind}' pipeline", recipe, data, size.rows, cfg.seed, cfg, kw)))
         if recipe != "sd2sr":  # sd2sr stays unseen in training (held-out)
-            jobs.append((_build_job, (f"{recipe}: {size.train_rows} training rows", recipe, train_dir, size.train_rows, cfg.seed + 1, cfg, kw)))
-    # The larger sets first, the upscaler's (the quickest) last.
-    jobs.sort(key=lambda j: (j[1][1] == "sd2sr", -j[1][3]))
-    _run_jobs(pool, jobs, echo)
+            trains.append((_build_job, (f"{recipe}: {size.train_rows} training rows", recipe, train_dir, size.train_rows, cfg.seed + 1, cfg, kw)))
+    _run_jobs(pool, tests + trains, echo)
 
 
 def _verify_all(folders: list[Path], echo) -> None:
